@@ -1,0 +1,870 @@
+/* json.c — the JSON (RFC 8259) parser and writer declared in codec.h, used
+ * for JSON-RPC requests and answers.
+ *
+ * Like xmlrpc.c, its sibling for XML-RPC, the parser treats its input as
+ * hostile: every string, number and nesting level is bounded by the
+ * codec_limits, and anything RFC 8259 does not allow (trailing garbage,
+ * raw control characters, bad escapes, lone surrogates, leading zeros,
+ * NaN) is an error rather than a guess.  The writer is tuned for large
+ * get_all_records answers. */
+#include <config.h>
+#include "codec.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The parser recurses once per nested array or object; see xmlrpc.c. */
+#define JSON_DEPTH_CAP 1000
+
+/* Used when the caller passes no limits.  The same values as
+ * codec_default_limits, which lives in xmlrpc.c: this file is also linked
+ * on its own (the fuzz target does). */
+static const struct codec_limits json_default_limits = {
+    .max_input = 64 * 1024 * 1024,
+    .max_depth = 64,
+    .max_string = 16 * 1024 * 1024,
+    .max_items = 4000000,
+};
+
+/* ---- Parser ---- */
+
+struct json_parser {
+    const char *start;          /* the whole input, for error offsets */
+    const char *p;              /* next byte to read */
+    const char *end;
+    const struct codec_limits *lim;
+    size_t max_depth;
+    size_t depth;               /* arrays and objects currently open */
+    size_t items;               /* values decoded so far */
+    struct ds scratch;          /* strings that needed unescaping */
+    char *err;
+};
+
+static int PRINTF_FMT(3, 4)
+json_fail(struct json_parser *j, int rc, const char *fmt, ...)
+{
+    struct ds msg = DS_EMPTY;
+    va_list ap;
+
+    if (j->err) {
+        return rc;
+    }
+    ds_put_fmt(&msg, "JSON parse error at offset %zu: ",
+               (size_t) (j->p - j->start));
+    va_start(ap, fmt);
+    ds_put_vfmt(&msg, fmt, ap);
+    va_end(ap);
+    j->err = ds_steal(&msg);
+    return rc;
+}
+
+static void
+json_skip_space(struct json_parser *j)
+{
+    while (j->p < j->end
+           && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n'
+               || *j->p == '\r')) {
+        j->p++;
+    }
+}
+
+/* Returns the length of the valid UTF-8 sequence starting at the non-ASCII
+ * byte s[0], or 0 if it is malformed (overlong forms, surrogates and code
+ * points above U+10FFFF included).  The same function is in xmlrpc.c. */
+static size_t
+utf8_sequence_length(const unsigned char *s, const unsigned char *end)
+{
+    size_t avail = end - s;
+    unsigned char c = s[0];
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        return avail >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
+    }
+    if (c >= 0xe0 && c <= 0xef) {
+        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80;
+        unsigned char hi = c == 0xed ? 0x9f : 0xbf;
+        return (avail >= 3 && s[1] >= lo && s[1] <= hi
+                && (s[2] & 0xc0) == 0x80) ? 3 : 0;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        unsigned char lo = c == 0xf0 ? 0x90 : 0x80;
+        unsigned char hi = c == 0xf4 ? 0x8f : 0xbf;
+        return (avail >= 4 && s[1] >= lo && s[1] <= hi
+                && (s[2] & 0xc0) == 0x80 && (s[3] & 0xc0) == 0x80) ? 4 : 0;
+    }
+    return 0;
+}
+
+static size_t
+utf8_encode(uint32_t cp, char *out)
+{
+    if (cp < 0x80) {
+        out[0] = cp;
+        return 1;
+    } else if (cp < 0x800) {
+        out[0] = 0xc0 | (cp >> 6);
+        out[1] = 0x80 | (cp & 0x3f);
+        return 2;
+    } else if (cp < 0x10000) {
+        out[0] = 0xe0 | (cp >> 12);
+        out[1] = 0x80 | ((cp >> 6) & 0x3f);
+        out[2] = 0x80 | (cp & 0x3f);
+        return 3;
+    }
+    out[0] = 0xf0 | (cp >> 18);
+    out[1] = 0x80 | ((cp >> 12) & 0x3f);
+    out[2] = 0x80 | ((cp >> 6) & 0x3f);
+    out[3] = 0x80 | (cp & 0x3f);
+    return 4;
+}
+
+/* Advances over string bytes that need no decoding: stops at '"', '\\',
+ * a control character (an error the caller reports) or the end. */
+static int
+json_scan_plain(struct json_parser *j)
+{
+    const unsigned char *p = (const unsigned char *) j->p;
+    const unsigned char *end = (const unsigned char *) j->end;
+    int rc = 0;
+
+    while (p < end) {
+        unsigned char c = *p;
+        if (c >= 0x80) {
+            size_t n = utf8_sequence_length(p, end);
+            if (!n) {
+                j->p = (const char *) p;
+                rc = json_fail(j, -EINVAL, "invalid UTF-8 in string");
+                goto out;
+            }
+            p += n;
+        } else if (c == '"' || c == '\\' || c < 0x20) {
+            break;
+        } else {
+            p++;
+        }
+    }
+    j->p = (const char *) p;
+out:
+    return rc;
+}
+
+static int
+json_read_hex4(struct json_parser *j, uint32_t *ret_v)
+{
+    uint32_t v = 0;
+
+    if (j->end - j->p < 4) {
+        return json_fail(j, -EINVAL, "truncated \\u escape");
+    }
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = j->p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') {
+            v |= c - '0';
+        } else if (c >= 'a' && c <= 'f') {
+            v |= c - 'a' + 10;
+        } else if (c >= 'A' && c <= 'F') {
+            v |= c - 'A' + 10;
+        } else {
+            return json_fail(j, -EINVAL, "malformed \\u escape");
+        }
+    }
+    j->p += 4;
+    *ret_v = v;
+    return 0;
+}
+
+/* Decodes the escape sequence at j->p (just after the backslash) into the
+ * scratch buffer. */
+static int
+json_decode_escape(struct json_parser *j)
+{
+    uint32_t cp, low;
+    char utf8[4];
+    char c;
+    int rc;
+
+    if (j->p == j->end) {
+        return json_fail(j, -EINVAL, "unterminated string");
+    }
+    c = *j->p++;
+    switch (c) {
+    case '"': ds_put_char(&j->scratch, '"'); return 0;
+    case '\\': ds_put_char(&j->scratch, '\\'); return 0;
+    case '/': ds_put_char(&j->scratch, '/'); return 0;
+    case 'b': ds_put_char(&j->scratch, '\b'); return 0;
+    case 'f': ds_put_char(&j->scratch, '\f'); return 0;
+    case 'n': ds_put_char(&j->scratch, '\n'); return 0;
+    case 'r': ds_put_char(&j->scratch, '\r'); return 0;
+    case 't': ds_put_char(&j->scratch, '\t'); return 0;
+    case 'u': break;
+    default:
+        j->p--;
+        return json_fail(j, -EINVAL, "invalid escape sequence");
+    }
+    rc = json_read_hex4(j, &cp);
+    if (rc) {
+        return rc;
+    }
+    if (cp >= 0xdc00 && cp <= 0xdfff) {
+        return json_fail(j, -EINVAL, "lone low surrogate in \\u escape");
+    }
+    if (cp >= 0xd800 && cp <= 0xdbff) {
+        if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u') {
+            return json_fail(j, -EINVAL, "high surrogate not followed by "
+                             "a low surrogate");
+        }
+        j->p += 2;
+        rc = json_read_hex4(j, &low);
+        if (rc) {
+            return rc;
+        }
+        if (low < 0xdc00 || low > 0xdfff) {
+            return json_fail(j, -EINVAL, "high surrogate not followed by "
+                             "a low surrogate");
+        }
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+    }
+    if (cp == 0) {
+        /* Strings in the toolstack are C strings. */
+        return json_fail(j, -EINVAL, "\\u0000 is not supported in strings");
+    }
+    ds_put(&j->scratch, utf8, utf8_encode(cp, utf8));
+    return 0;
+}
+
+/* Reads the string whose opening quote is at j->p.  The result is a slice
+ * of the input when nothing needed decoding, else the scratch buffer, so
+ * it is valid only until the next call. */
+static int
+json_read_string(struct json_parser *j, const char **ret_s, size_t *ret_n)
+{
+    const char *start = ++j->p;
+    int rc;
+
+    rc = json_scan_plain(j);
+    if (rc) {
+        goto out;
+    }
+    if (j->p < j->end && *j->p == '"') {
+        if ((size_t) (j->p - start) > j->lim->max_string) {
+            j->p = start;
+            rc = json_fail(j, -E2BIG, "string longer than %zu bytes",
+                           j->lim->max_string);
+            goto out;
+        }
+        *ret_s = start;
+        *ret_n = j->p - start;
+        j->p++;
+        goto out;
+    }
+
+    ds_clear(&j->scratch);
+    ds_put(&j->scratch, start, j->p - start);
+    for (;;) {
+        const char *run;
+
+        if (j->scratch.len > j->lim->max_string) {
+            j->p = start;
+            rc = json_fail(j, -E2BIG, "string longer than %zu bytes",
+                           j->lim->max_string);
+            goto out;
+        }
+        if (j->p == j->end) {
+            rc = json_fail(j, -EINVAL, "unterminated string");
+            goto out;
+        }
+        if (*j->p == '"') {
+            j->p++;
+            break;
+        }
+        if (*j->p == '\\') {
+            j->p++;
+            rc = json_decode_escape(j);
+            if (rc) {
+                goto out;
+            }
+            continue;
+        }
+        if ((unsigned char) *j->p < 0x20) {
+            rc = json_fail(j, -EINVAL, "control character in string");
+            goto out;
+        }
+        run = j->p;
+        rc = json_scan_plain(j);
+        if (rc) {
+            goto out;
+        }
+        ds_put(&j->scratch, run, j->p - run);
+    }
+    *ret_s = j->scratch.s;
+    *ret_n = j->scratch.len;
+    rc = 0;
+out:
+    return rc;
+}
+
+/* Parses a number per RFC 8259's grammar.  Integers that fit in 64 bits
+ * become VALUE_INT; other numbers VALUE_DOUBLE, unless they overflow. */
+static int
+json_parse_number(struct json_parser *j, struct value **ret_v)
+{
+    const char *s = j->p, *p = j->p;
+    bool negative = false, integral = true;
+    uint64_t u = 0;
+    bool overflow = false;
+    char buf[64];
+    char *copy = NULL;
+    size_t n;
+    double d;
+    int rc;
+
+    if (*p == '-') {
+        negative = true;
+        p++;
+    }
+    if (p == j->end || *p < '0' || *p > '9') {
+        j->p = p;
+        rc = json_fail(j, -EINVAL, "malformed number");
+        goto out;
+    }
+    if (*p == '0') {
+        p++;
+        if (p < j->end && *p >= '0' && *p <= '9') {
+            j->p = p;
+            rc = json_fail(j, -EINVAL, "leading zeros are not allowed");
+            goto out;
+        }
+    } else {
+        for (; p < j->end && *p >= '0' && *p <= '9'; p++) {
+            unsigned d_ = *p - '0';
+            if (u > (UINT64_MAX - d_) / 10) {
+                overflow = true;
+            } else {
+                u = u * 10 + d_;
+            }
+        }
+    }
+    if (p < j->end && *p == '.') {
+        integral = false;
+        p++;
+        if (p == j->end || *p < '0' || *p > '9') {
+            j->p = p;
+            rc = json_fail(j, -EINVAL, "malformed number");
+            goto out;
+        }
+        while (p < j->end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+    if (p < j->end && (*p == 'e' || *p == 'E')) {
+        integral = false;
+        p++;
+        if (p < j->end && (*p == '+' || *p == '-')) {
+            p++;
+        }
+        if (p == j->end || *p < '0' || *p > '9') {
+            j->p = p;
+            rc = json_fail(j, -EINVAL, "malformed number");
+            goto out;
+        }
+        while (p < j->end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    if (integral && !overflow) {
+        if (!negative && u <= (uint64_t) INT64_MAX) {
+            *ret_v = value_int((int64_t) u);
+            j->p = p;
+            rc = 0;
+            goto out;
+        }
+        if (negative && u <= (uint64_t) INT64_MAX + 1) {
+            *ret_v = value_int((int64_t) (0 - u));
+            j->p = p;
+            rc = 0;
+            goto out;
+        }
+    }
+
+    /* The input is not NUL-terminated, so strtod() gets a copy. */
+    n = p - s;
+    copy = n < sizeof buf ? buf : xmalloc(n + 1);
+    memcpy(copy, s, n);
+    copy[n] = '\0';
+    d = strtod(copy, NULL);
+    if (!isfinite(d)) {
+        rc = json_fail(j, -EINVAL, "number out of range");
+        goto out;
+    }
+    *ret_v = value_double(d);
+    j->p = p;
+    rc = 0;
+out:
+    if (copy != buf) {
+        free(copy);
+    }
+    return rc;
+}
+
+/* Removes struct members whose name occurs again later, so that the last
+ * of duplicated keys wins.  Large objects use a hash table: a request with
+ * a few million keys must not cost quadratic time.  xmlrpc.c has the same
+ * function; the two codecs are linked independently. */
+static void
+struct_drop_duplicates(struct value *st)
+{
+    struct value_member *m = st->u.st.m;
+    size_t n = st->u.st.n, kept = 0;
+
+    if (n < 2) {
+        return;
+    }
+    if (n <= 16) {
+        for (size_t i = 0; i < n; i++) {
+            for (size_t k = i + 1; k < n; k++) {
+                if (!strcmp(m[i].name, m[k].name)) {
+                    free(m[i].name);
+                    value_unref(m[i].v);
+                    m[i].name = NULL;
+                    break;
+                }
+            }
+        }
+    } else {
+        size_t size = 32, mask;
+        size_t *slots;
+
+        while (size < 2 * n) {
+            size *= 2;
+        }
+        mask = size - 1;
+        slots = xcalloc(size, sizeof *slots);   /* index + 1; 0 = free */
+        for (size_t i = 0; i < n; i++) {
+            size_t h = hash_string(m[i].name, 0) & mask;
+            while (slots[h] && strcmp(m[slots[h] - 1].name, m[i].name)) {
+                h = (h + 1) & mask;
+            }
+            if (slots[h]) {
+                struct value_member *old = &m[slots[h] - 1];
+                free(old->name);
+                value_unref(old->v);
+                old->name = NULL;
+            }
+            slots[h] = i + 1;
+        }
+        free(slots);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].name) {
+            m[kept++] = m[i];
+        }
+    }
+    st->u.st.n = kept;
+}
+
+static int json_parse_value(struct json_parser *j, struct value **ret_v);
+
+static int
+json_parse_array(struct json_parser *j, struct value **ret_v)
+{
+    struct value *arr = NULL;
+    int rc;
+
+    j->p++;
+    json_skip_space(j);
+    if (j->p < j->end && *j->p == ']') {
+        j->p++;
+        *ret_v = value_empty_array();
+        rc = 0;
+        goto out;
+    }
+    arr = value_array(0);
+    for (;;) {
+        struct value *item;
+
+        rc = json_parse_value(j, &item);
+        if (rc) {
+            goto out;
+        }
+        value_array_append(arr, item);
+        json_skip_space(j);
+        if (j->p < j->end && *j->p == ',') {
+            j->p++;
+        } else if (j->p < j->end && *j->p == ']') {
+            j->p++;
+            break;
+        } else {
+            rc = json_fail(j, -EINVAL, j->p == j->end
+                           ? "unexpected end of input in array"
+                           : "expected ',' or ']'");
+            goto out;
+        }
+    }
+    *ret_v = arr;
+    arr = NULL;
+    rc = 0;
+out:
+    value_unref(arr);
+    return rc;
+}
+
+static int
+json_parse_object(struct json_parser *j, struct value **ret_v)
+{
+    struct value *st = NULL;
+    int rc;
+
+    j->p++;
+    json_skip_space(j);
+    if (j->p < j->end && *j->p == '}') {
+        j->p++;
+        *ret_v = value_empty_struct();
+        rc = 0;
+        goto out;
+    }
+    st = value_struct(0);
+    for (;;) {
+        const char *key;
+        size_t key_len;
+
+        json_skip_space(j);
+        if (j->p == j->end || *j->p != '"') {
+            rc = json_fail(j, -EINVAL, j->p == j->end
+                           ? "unexpected end of input in object"
+                           : "expected a string as object key");
+            goto out;
+        }
+        rc = json_read_string(j, &key, &key_len);
+        if (rc) {
+            goto out;
+        }
+        /* The key may live in the scratch buffer, which parsing the value
+         * reuses, so the member is added now and its value filled in
+         * after; on failure the struct is freed, NULL value and all. */
+        value_struct_put_n(st, key, key_len, NULL);
+        json_skip_space(j);
+        if (j->p == j->end || *j->p != ':') {
+            rc = json_fail(j, -EINVAL, "expected ':' after object key");
+            goto out;
+        }
+        j->p++;
+        rc = json_parse_value(j, &st->u.st.m[st->u.st.n - 1].v);
+        if (rc) {
+            goto out;
+        }
+        json_skip_space(j);
+        if (j->p < j->end && *j->p == ',') {
+            j->p++;
+        } else if (j->p < j->end && *j->p == '}') {
+            j->p++;
+            break;
+        } else {
+            rc = json_fail(j, -EINVAL, j->p == j->end
+                           ? "unexpected end of input in object"
+                           : "expected ',' or '}'");
+            goto out;
+        }
+    }
+    struct_drop_duplicates(st);
+    *ret_v = st;
+    st = NULL;
+    rc = 0;
+out:
+    value_unref(st);
+    return rc;
+}
+
+static bool
+json_take_literal(struct json_parser *j, const char *lit, size_t n)
+{
+    if ((size_t) (j->end - j->p) >= n && !memcmp(j->p, lit, n)) {
+        j->p += n;
+        return true;
+    }
+    return false;
+}
+
+static int
+json_parse_value(struct json_parser *j, struct value **ret_v)
+{
+    const char *s;
+    size_t n;
+    int rc;
+
+    json_skip_space(j);
+    if (j->p == j->end) {
+        return json_fail(j, -EINVAL, "unexpected end of input");
+    }
+    if (++j->items > j->lim->max_items) {
+        return json_fail(j, -E2BIG, "more than %zu values",
+                         j->lim->max_items);
+    }
+    switch (*j->p) {
+    case '{':
+    case '[':
+        if (++j->depth > j->max_depth) {
+            return json_fail(j, -E2BIG, "nesting deeper than %zu",
+                             j->max_depth);
+        }
+        rc = (*j->p == '{' ? json_parse_object : json_parse_array)(j, ret_v);
+        j->depth--;
+        return rc;
+    case '"':
+        rc = json_read_string(j, &s, &n);
+        if (!rc) {
+            *ret_v = value_string_n(s, n);
+        }
+        return rc;
+    case 't':
+        if (json_take_literal(j, "true", 4)) {
+            *ret_v = value_true();
+            return 0;
+        }
+        break;
+    case 'f':
+        if (json_take_literal(j, "false", 5)) {
+            *ret_v = value_false();
+            return 0;
+        }
+        break;
+    case 'n':
+        if (json_take_literal(j, "null", 4)) {
+            *ret_v = value_nil();
+            return 0;
+        }
+        break;
+    case '-':
+    case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        return json_parse_number(j, ret_v);
+    default:
+        break;
+    }
+    return json_fail(j, -EINVAL, "unexpected character");
+}
+
+int
+json_parse(const char *buf, size_t len, const struct codec_limits *lim,
+           struct value **ret_value, char **ret_err)
+{
+    struct json_parser j;
+    struct value *v = NULL;
+    int rc;
+
+    memset(&j, 0, sizeof j);
+    j.start = j.p = buf ? buf : "";
+    j.end = j.p + (buf ? len : 0);
+    j.lim = lim ? lim : &json_default_limits;
+    j.max_depth = MIN(j.lim->max_depth, JSON_DEPTH_CAP);
+    if (len > j.lim->max_input) {
+        rc = json_fail(&j, -E2BIG, "input larger than %zu bytes",
+                       j.lim->max_input);
+        goto out;
+    }
+    /* RFC 8259 lets parsers ignore a byte order mark. */
+    if (j.end - j.p >= 3 && !memcmp(j.p, "\xef\xbb\xbf", 3)) {
+        j.p += 3;
+    }
+    rc = json_parse_value(&j, &v);
+    if (rc) {
+        goto out;
+    }
+    json_skip_space(&j);
+    if (j.p != j.end) {
+        rc = json_fail(&j, -EINVAL, "trailing data after the value");
+        goto out;
+    }
+    *ret_value = v;
+    v = NULL;
+out:
+    if (rc && ret_err) {
+        *ret_err = j.err ? j.err : xstrdup("JSON parse error");
+        j.err = NULL;
+    }
+    free(j.err);
+    ds_destroy(&j.scratch);
+    value_unref(v);
+    return rc;
+}
+
+/* ---- Writer ----
+ *
+ * As in xmlrpc.c, output goes straight into the struct ds, which grows
+ * only when full; the NUL terminator is added once at the end. */
+
+static inline void
+out_put(struct ds *out, const char *s, size_t n)
+{
+    if (out->cap - out->len <= n) {
+        ds_reserve(out, n);
+    }
+    memcpy(out->s + out->len, s, n);
+    out->len += n;
+}
+
+#define OUT_LITERAL(OUT, LIT) out_put(OUT, LIT, sizeof LIT - 1)
+
+static inline void
+out_put_char(struct ds *out, char c)
+{
+    if (out->cap - out->len <= 1) {
+        ds_reserve(out, 1);
+    }
+    out->s[out->len++] = c;
+}
+
+static inline void
+out_put_int(struct ds *out, int64_t v)
+{
+    char buf[24];
+    char *p = buf + sizeof buf;
+    uint64_t u = v < 0 ? -(uint64_t) v : (uint64_t) v;
+
+    do {
+        *--p = '0' + u % 10;
+        u /= 10;
+    } while (u);
+    if (v < 0) {
+        *--p = '-';
+    }
+    out_put(out, p, buf + sizeof buf - p);
+}
+
+/* Bytes a JSON string must escape: '"', '\\' and control characters. */
+static const uint8_t json_needs_escape[256] = {
+    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1,
+    [0x06] = 1, [0x07] = 1, [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1,
+    [0x0c] = 1, [0x0d] = 1, [0x0e] = 1, [0x0f] = 1, [0x10] = 1, [0x11] = 1,
+    [0x12] = 1, [0x13] = 1, [0x14] = 1, [0x15] = 1, [0x16] = 1, [0x17] = 1,
+    [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1, [0x1c] = 1, [0x1d] = 1,
+    [0x1e] = 1, [0x1f] = 1, ['"'] = 1, ['\\'] = 1,
+};
+
+static void
+out_put_json_string(struct ds *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *run = s, *end = s + n;
+
+    if (out->cap - out->len <= n + 2) {
+        ds_reserve(out, n + 2);
+    }
+    out->s[out->len++] = '"';
+    for (const char *p = s; p < end; p++) {
+        unsigned char c = *p;
+        char esc[6];
+
+        if (!json_needs_escape[c]) {
+            continue;
+        }
+        out_put(out, run, p - run);
+        switch (c) {
+        case '"': OUT_LITERAL(out, "\\\""); break;
+        case '\\': OUT_LITERAL(out, "\\\\"); break;
+        case '\n': OUT_LITERAL(out, "\\n"); break;
+        case '\r': OUT_LITERAL(out, "\\r"); break;
+        case '\t': OUT_LITERAL(out, "\\t"); break;
+        case '\b': OUT_LITERAL(out, "\\b"); break;
+        case '\f': OUT_LITERAL(out, "\\f"); break;
+        default:
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            out_put(out, esc, 6);
+            break;
+        }
+        run = p + 1;
+    }
+    out_put(out, run, end - run);
+    out_put_char(out, '"');
+}
+
+static void
+json_write_double(struct ds *out, double d)
+{
+    char buf[40];
+    int n;
+
+    /* JSON has no NaN or infinities; 0.0 keeps the output parseable and
+     * still a float to the client. */
+    if (!isfinite(d)) {
+        OUT_LITERAL(out, "0.0");
+        return;
+    }
+    n = snprintf(buf, sizeof buf, "%.17g", d);
+    out_put(out, buf, n);
+    /* A double written without '.' or exponent would read back as an
+     * integer. */
+    if (!memchr(buf, '.', n) && !memchr(buf, 'e', n)) {
+        OUT_LITERAL(out, ".0");
+    }
+}
+
+static void
+json_write_value(struct ds *out, const struct value *v)
+{
+    if (!v) {
+        OUT_LITERAL(out, "null");
+        return;
+    }
+    switch (v->type) {
+    case VALUE_NIL:
+        OUT_LITERAL(out, "null");
+        break;
+    case VALUE_BOOL:
+        if (v->u.b) {
+            OUT_LITERAL(out, "true");
+        } else {
+            OUT_LITERAL(out, "false");
+        }
+        break;
+    case VALUE_INT:
+        out_put_int(out, v->u.i);
+        break;
+    case VALUE_DOUBLE:
+        json_write_double(out, v->u.d);
+        break;
+    case VALUE_STRING:
+    case VALUE_DATETIME:
+        out_put_json_string(out, v->u.str.s, v->u.str.len);
+        break;
+    case VALUE_ARRAY:
+        out_put_char(out, '[');
+        for (size_t i = 0; i < v->u.arr.n; i++) {
+            if (i) {
+                out_put_char(out, ',');
+            }
+            json_write_value(out, v->u.arr.items[i]);
+        }
+        out_put_char(out, ']');
+        break;
+    case VALUE_STRUCT:
+        out_put_char(out, '{');
+        for (size_t i = 0; i < v->u.st.n; i++) {
+            const char *name = v->u.st.m[i].name;
+            if (i) {
+                out_put_char(out, ',');
+            }
+            out_put_json_string(out, name, strlen(name));
+            out_put_char(out, ':');
+            json_write_value(out, v->u.st.m[i].v);
+        }
+        out_put_char(out, '}');
+        break;
+    }
+}
+
+void
+json_write(struct ds *out, const struct value *v)
+{
+    json_write_value(out, v);
+    if (out->cap <= out->len) {
+        ds_reserve(out, 0);
+    }
+    out->s[out->len] = '\0';
+}

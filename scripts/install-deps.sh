@@ -1,0 +1,28 @@
+#!/bin/sh
+# install-deps.sh — installs, with apt-get, the Debian 12 packages the
+# build, the tests and the benchmarks need, skipping those already there.
+# Usage: scripts/install-deps.sh [build|test|bench]   (default: build)
+set -e
+what=${1:-build}
+pkgs="build-essential autoconf automake pkg-config python3 libssl-dev
+libsqlite3-dev libcrypt-dev libxen-dev openssl ca-certificates"
+case "$what" in
+test) pkgs="$pkgs clang libclang-rt-14-dev libxmlrpc-core-c3-dev curl" ;;
+bench) pkgs="$pkgs clang libxmlrpc-core-c3-dev curl wrk nginx-light" ;;
+esac
+missing=
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
+        || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: missing packages:$missing (run as root)" >&2
+        exit 1
+    fi
+    echo "install-deps: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi

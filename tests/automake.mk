@@ -1,0 +1,33 @@
+# tests/ — unit tests (C programs printing TAP lines, and Python), the
+# integration tests that start xapi, the fuzz targets, and the runner that
+# counts everything (tests/run-tests.sh).
+TEST_CPPFLAGS = $(AM_CPPFLAGS) -I$(srcdir)/xapi -I$(builddir)/xapi \
+	-I$(srcdir)/tests/unit $(OPENSSL_CFLAGS) $(SQLITE_CFLAGS)
+
+noinst_PROGRAMS += tests/unit/test-codec tests/unit/test-db \
+	tests/unit/test-db-store tests/unit/test-query tests/unit/test-http
+tests_unit_test_codec_SOURCES = tests/unit/test-codec.c tests/unit/test.h
+tests_unit_test_codec_CPPFLAGS = $(TEST_CPPFLAGS)
+tests_unit_test_codec_LDADD = lib/libutil.a
+tests_unit_test_db_SOURCES = tests/unit/test-db.c
+tests_unit_test_db_CPPFLAGS = $(TEST_CPPFLAGS)
+tests_unit_test_db_LDADD = $(XAPI_LIBS)
+tests_unit_test_db_store_SOURCES = tests/unit/test-db-store.c
+tests_unit_test_db_store_CPPFLAGS = $(TEST_CPPFLAGS)
+tests_unit_test_db_store_LDADD = $(XAPI_LIBS)
+tests_unit_test_query_SOURCES = tests/unit/test-query.c
+tests_unit_test_query_CPPFLAGS = $(TEST_CPPFLAGS)
+tests_unit_test_query_LDADD = $(XAPI_LIBS)
+tests_unit_test_http_SOURCES = tests/unit/test-http.c
+tests_unit_test_http_CPPFLAGS = $(TEST_CPPFLAGS)
+tests_unit_test_http_LDADD = $(XAPI_LIBS)
+
+if HAVE_XMLRPC_C
+noinst_PROGRAMS += tests/integration/xmlrpc-c-client
+tests_integration_xmlrpc_c_client_SOURCES = tests/integration/xmlrpc-c-client.c
+tests_integration_xmlrpc_c_client_CFLAGS = $(AM_CFLAGS) $(XMLRPC_C_CFLAGS)
+tests_integration_xmlrpc_c_client_LDADD = $(XMLRPC_C_LIBS)
+endif
+
+EXTRA_DIST += tests/run-tests.sh tests/unit/test_idl.py tests/integration \
+	tests/fuzz

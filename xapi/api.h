@@ -1,0 +1,114 @@
+/* api.h — what message handlers see: the daemon's shared state (struct
+ * xapi), the per-call context (struct api_ctx), the error helpers that
+ * produce XenAPI's [CODE, params...] failures, and the entry points of
+ * rpc.c (dispatch), generic.c (messages implemented once over the schema),
+ * session.c and handlers.c (messages with behaviour). */
+#ifndef API_H
+#define API_H 1
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "db.h"
+#include "schema.h"
+#include "value.h"
+
+struct xenops_host;
+struct session_table;
+
+/* The daemon.  Fields are set at start-up and constant afterwards. */
+struct xapi {
+    struct db *db;
+    char *state_dir;
+    char host_ref[48];
+    char pool_ref[48];
+    char host_uuid[40];
+    struct session_table *sessions;
+    struct xenops_host *xenops;
+    char *root_hash_file;       /* salted hash of root's password */
+    int64_t start_time;
+};
+
+struct session;
+
+/* One API call in progress. */
+struct api_ctx {
+    struct xapi *x;
+    const struct api_message *msg;
+    const char *method;         /* as called, e.g. "Async.VM.start" */
+    struct session *session;    /* NULL for session-less messages */
+    const char *peer;           /* client address for logs and audit */
+    struct value *error;        /* set by api_fail: [CODE, params...] */
+};
+
+/* Handlers receive the coerced arguments (args[0] is the session ref when
+ * the message has one) and return 0 with *ret_result set, or -1 after
+ * calling api_fail().  They never free args. */
+typedef int api_handler_fn(struct api_ctx *ctx, struct value **args,
+                           struct value **ret_result);
+
+/* Records the failure [CODE, params...]; the number of string parameters
+ * must match the error's definition.  Always returns -1. */
+int api_fail(struct api_ctx *ctx, int err, ...);
+/* Variant taking a NULL-terminated array of strings. */
+int api_failv(struct api_ctx *ctx, int err, const char *const *params,
+              size_t n);
+int api_fail_internal(struct api_ctx *ctx, const char *fmt, ...)
+    PRINTF_FMT(2, 3);
+/* HANDLE_INVALID [class, ref]. */
+int api_fail_handle(struct api_ctx *ctx, int cls, const char *ref);
+
+/* Maps a failure from db_commit() (-EIO) to INTERNAL_ERROR. */
+int api_commit(struct api_ctx *ctx, struct db_txn *txn);
+
+/* Builds the wire record of a row (every field, computed ones included). */
+struct value *api_row_record(const struct db_row *row);
+
+/* Dispatches one call: finds the message, checks the parameter count,
+ * the session and its roles, coerces the arguments and runs the handler.
+ * Returns a success value (*ret_result) or a failure array (*ret_error). */
+void api_dispatch(struct xapi *x, const char *method, struct value *params,
+                  const char *peer, struct value **ret_result,
+                  struct value **ret_error);
+
+/* The HTTP handler for the RPC endpoints (POST / and /RPC2 for XML-RPC,
+ * /jsonrpc and /json for JSON-RPC, OPTIONS for CORS); aux is the struct
+ * xapi.  Matches http_handler_fn. */
+struct http_exchange;
+void rpc_http_handler(struct http_exchange *hx, void *aux);
+
+/* Handler registry: handlers.c lists the hand-written messages. */
+api_handler_fn *api_find_handler(const char *name);
+/* Runs the generic implementation of a generated message. */
+int api_generic(struct api_ctx *ctx, struct value **args,
+                struct value **ret_result);
+
+/* Sessions (session.c). */
+struct session_table *session_table_create(void);
+void session_table_destroy(struct session_table *t);
+/* Finds a live session and marks it active; returns a reference. */
+struct session *session_lookup(struct xapi *x, const char *ref);
+void session_unref(struct session *s);
+const char *session_ref(const struct session *s);
+unsigned session_roles(const struct session *s);
+const char *session_user(const struct session *s);
+/* Expires idle sessions; called periodically. */
+void session_expire(struct xapi *x);
+/* Sets root's password hash from a clear-text password. */
+int session_set_root_password(struct xapi *x, const char *password,
+                              char **ret_err);
+
+/* First start (firstboot.c): creates the pool, this host and its
+ * records, and the control domain when the database is empty; on every
+ * start refreshes what the host reports. */
+int firstboot_init(struct xapi *x, char **ret_err);
+
+extern api_handler_fn api_session_login_with_password;
+extern api_handler_fn api_session_logout;
+extern api_handler_fn api_session_change_password;
+extern api_handler_fn api_session_get_all_subject_identifiers;
+extern api_handler_fn api_session_logout_subject_identifier;
+extern api_handler_fn api_session_local_logout;
+
+#endif

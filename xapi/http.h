@@ -1,0 +1,119 @@
+/* http.h — the daemon's HTTP/1.1 server: listeners on TCP, TLS and Unix
+ * sockets, one event-loop thread doing all socket I/O, and a fixed pool of
+ * worker threads running request handlers.
+ *
+ * Life of a request: the loop thread reads and parses the request (headers
+ * bounded, body bounded by http_server_config.max_body, Content-Length or
+ * chunked), then queues a struct http_exchange to the worker pool.  A
+ * worker calls the handler, which must eventually call http_respond()
+ * exactly once — from the same worker, or later from any other thread (a
+ * long poll such as event.from keeps the exchange and returns at once, so
+ * it holds no worker while it waits).  The loop thread writes the response
+ * without blocking, then reads the next request on the connection
+ * (keep-alive; pipelined requests are answered in order).  Malformed
+ * requests are answered by the server itself with 400 (or 413, 431, 505)
+ * and the connection is closed.
+ *
+ * If the client goes away while a request is pending, the exchange stays
+ * valid until http_respond() is called; the response is then dropped.
+ *
+ * TLS uses OpenSSL with TLS 1.2 as the minimum version; a certificate and
+ * key (PEM) are given in the config.  http_tls_ensure_cert() creates a
+ * self-signed pair on first start. */
+#ifndef HTTP_H
+#define HTTP_H 1
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+struct http_header {
+    char *name;     /* as received; compare case-insensitively */
+    char *value;    /* leading/trailing whitespace trimmed */
+};
+
+struct http_request {
+    char *method;           /* "GET", "POST", ... */
+    char *target;           /* raw request target, e.g. "/RPC2?x=1" */
+    char *path;             /* target without the query, percent-decoded */
+    char *query;            /* text after '?', or "" */
+    int version_minor;      /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
+    struct http_header *headers;
+    size_t n_headers;
+    char *body;             /* NUL-terminated for convenience */
+    size_t body_len;
+    bool keep_alive;        /* what the client asked for */
+    char peer[64];          /* "203.0.113.5:40112", "unix" */
+    bool is_tls;
+    bool is_unix;
+};
+
+/* Returns the value of the first header with that name, or NULL. */
+const char *http_request_header(const struct http_request *req,
+                                const char *name);
+/* Looks up key in the query string (percent-decoded); returns a malloc'd
+ * value or NULL. */
+char *http_request_query_param(const struct http_request *req,
+                               const char *key);
+
+struct http_exchange;
+typedef void http_handler_fn(struct http_exchange *x, void *aux);
+
+const struct http_request *http_exchange_request(const struct http_exchange *x);
+
+/* Sends the response and releases the exchange.  extra_headers is NULL or
+ * CRLF-separated "Name: value" lines without a trailing CRLF.  body is
+ * copied.  Connection and Content-Length are added by the server; a
+ * Content-Type is added when content_type is not NULL. */
+void http_respond(struct http_exchange *x, int status,
+                  const char *content_type, const char *extra_headers,
+                  const void *body, size_t body_len);
+/* Same, but takes ownership of a malloc'd body (avoids a copy of large
+ * responses). */
+void http_respond_take(struct http_exchange *x, int status,
+                       const char *content_type, const char *extra_headers,
+                       char *body, size_t body_len);
+
+struct http_listener_config {
+    enum { HTTP_LISTEN_TCP, HTTP_LISTEN_TLS, HTTP_LISTEN_UNIX } kind;
+    char *address;          /* "127.0.0.1:8080", "[::1]:443", "0.0.0.0:80",
+                               or a Unix socket path */
+};
+
+struct http_server_config {
+    struct http_listener_config *listeners;
+    size_t n_listeners;
+    const char *tls_cert_file;      /* PEM; required if any TLS listener */
+    const char *tls_key_file;
+    size_t n_workers;               /* default 8 */
+    size_t max_body;                /* default 64 MiB */
+    size_t max_header_bytes;        /* default 64 KiB */
+    size_t max_connections;         /* default 4096 */
+    int idle_timeout_ms;            /* keep-alive idle close; default 300 s */
+    http_handler_fn *handler;
+    void *handler_aux;
+};
+
+struct http_server;
+
+/* Binds every listener (Unix socket files are replaced) and starts the loop
+ * and worker threads.  Returns 0 or -errno, with a message in *ret_err. */
+int http_server_start(const struct http_server_config *cfg,
+                      struct http_server **ret_server, char **ret_err);
+/* Stops accepting, closes connections, joins threads, frees.  Accepts
+ * NULL.  Exchanges still pending are dropped when responded to. */
+void http_server_stop(struct http_server *srv);
+/* The TCP port actually bound for listener i (useful with port 0). */
+int http_server_port(const struct http_server *srv, size_t i);
+
+/* Creates a self-signed certificate and key for hostname in the given
+ * files unless both already exist.  Returns 0 or -errno. */
+int http_tls_ensure_cert(const char *cert_file, const char *key_file,
+                         const char *hostname, char **ret_err);
+
+/* Standard reason phrase for a status code. */
+const char *http_reason(int status);
+
+#endif

@@ -1,0 +1,429 @@
+/* rpc.c — from HTTP request to API call and back: decodes XML-RPC and
+ * JSON-RPC (1.0 and 2.0) requests, dispatches them through the generated
+ * message table (count, session, roles, argument types) to a generic or
+ * hand-written handler, and encodes the result in XenAPI's envelope.
+ *
+ * Order of checks, as XenAPI does them: unknown method, then parameter
+ * count, then the session, then permissions, then argument types. */
+#include <config.h>
+#include "api.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "codec.h"
+#include "http.h"
+#include "types.h"
+
+/* ---- errors ---- */
+
+static void
+set_error(struct api_ctx *ctx, struct value *err)
+{
+    value_unref(ctx->error);
+    ctx->error = err;
+}
+
+int
+api_failv(struct api_ctx *ctx, int err, const char *const *params, size_t n)
+{
+    const struct api_error_def *def = &api_errors[err];
+    struct value *arr = value_array(n + 1);
+
+    value_array_append(arr, value_string(def->code));
+    for (size_t i = 0; i < n; i++) {
+        value_array_append(arr, value_string(params[i] ? params[i] : ""));
+    }
+    if (n != def->n_params) {
+        LOG_WARN("error %s raised with %zu parameters, defined with %zu",
+                 def->code, n, def->n_params);
+    }
+    set_error(ctx, arr);
+    return -1;
+}
+
+int
+api_fail(struct api_ctx *ctx, int err, ...)
+{
+    const struct api_error_def *def = &api_errors[err];
+    const char *params[16];
+    size_t n = 0;
+    va_list ap;
+
+    va_start(ap, err);
+    for (; n < def->n_params && n < ARRAY_SIZE(params); n++) {
+        params[n] = va_arg(ap, const char *);
+    }
+    va_end(ap);
+    return api_failv(ctx, err, params, n);
+}
+
+int
+api_fail_internal(struct api_ctx *ctx, const char *fmt, ...)
+{
+    struct ds ds = DS_EMPTY;
+    const char *msg;
+    va_list ap;
+
+    va_start(ap, fmt);
+    ds_put_vfmt(&ds, fmt, ap);
+    va_end(ap);
+    msg = ds_cstr(&ds);
+    LOG_ERR("%s: internal error: %s", ctx->method, msg);
+    api_fail(ctx, ERR_INTERNAL_ERROR, msg);
+    ds_destroy(&ds);
+    return -1;
+}
+
+int
+api_fail_handle(struct api_ctx *ctx, int cls, const char *ref)
+{
+    return api_fail(ctx, ERR_HANDLE_INVALID, api_classes[cls].name, ref);
+}
+
+int
+api_commit(struct api_ctx *ctx, struct db_txn *txn)
+{
+    int rc = db_commit(txn);
+
+    if (rc) {
+        return api_fail_internal(ctx, "database write failed: %s",
+                                 strerror(-rc));
+    }
+    return 0;
+}
+
+struct value *
+api_row_record(const struct db_row *row)
+{
+    const struct api_class *c = &api_classes[row->cls];
+    struct value *rec = value_struct(c->n_fields);
+
+    for (size_t i = 0; i < c->n_fields; i++) {
+        value_struct_put(rec, c->fields[i].name, value_ref(row->fields[i]));
+    }
+    return rec;
+}
+
+/* ---- dispatch ---- */
+
+static struct value *
+list_methods(void)
+{
+    struct value *arr = value_array(api_n_messages * 2);
+
+    value_array_append(arr, value_string("system.listMethods"));
+    for (size_t i = 0; i < api_n_messages; i++) {
+        value_array_append(arr, value_string(api_messages[i].name));
+        if (api_messages[i].async) {
+            value_array_append(arr, value_stringf("Async.%s",
+                                                  api_messages[i].name));
+        }
+    }
+    return arr;
+}
+
+static bool
+roles_allow(const struct api_message *m, unsigned roles)
+{
+    return (m->roles & roles) != 0;
+}
+
+/* Fills args[] from the call's parameters, supplying defaults for omitted
+ * trailing parameters. */
+static int
+coerce_args(struct api_ctx *ctx, struct value *params, struct value **args)
+{
+    const struct api_message *m = ctx->msg;
+
+    for (size_t i = 0; i < m->n_params; i++) {
+        const struct api_param *p = &m->params[i];
+        struct value *in;
+        bool from_default = false;
+        int rc;
+
+        if (i < params->u.arr.n) {
+            in = value_ref(params->u.arr.items[i]);
+        } else {
+            char *err = NULL;
+            if (json_parse(p->default_json, strlen(p->default_json),
+                           &codec_default_limits, &in, &err)) {
+                free(err);
+                return api_fail_internal(ctx, "bad default for %s", p->name);
+            }
+            from_default = true;
+        }
+        rc = api_coerce(p->type, in, &args[i]);
+        value_unref(in);
+        if (rc) {
+            if (from_default) {
+                return api_fail_internal(ctx, "bad default for %s", p->name);
+            }
+            return api_fail(ctx, ERR_FIELD_TYPE_ERROR, p->name);
+        }
+    }
+    return 0;
+}
+
+void
+api_dispatch(struct xapi *x, const char *method, struct value *params,
+             const char *peer, struct value **ret_result,
+             struct value **ret_error)
+{
+    struct api_ctx ctx = { .x = x, .method = method, .peer = peer };
+    struct value *args[32] = { NULL };
+    struct value *result = NULL;
+    const char *name = method;
+    bool async = false;
+    api_handler_fn *fn;
+    int idx, rc = -1;
+
+    if (!strcmp(method, "system.listMethods")) {
+        *ret_result = list_methods();
+        return;
+    }
+    if (str_starts_with(method, "Async.")) {
+        name = method + 6;
+        async = true;
+    }
+    idx = api_message_find(name);
+    if (idx < 0 || (async && !api_messages[idx].async)) {
+        api_fail(&ctx, ERR_MESSAGE_METHOD_UNKNOWN, method);
+        goto out;
+    }
+    ctx.msg = &api_messages[idx];
+    if (params->u.arr.n > ctx.msg->n_params
+        || params->u.arr.n < ctx.msg->n_required) {
+        char want[24], got[24];
+        snprintf(want, sizeof want, "%zu", ctx.msg->n_params);
+        snprintf(got, sizeof got, "%zu", params->u.arr.n);
+        api_fail(&ctx, ERR_MESSAGE_PARAMETER_COUNT_MISMATCH, method, want, got);
+        goto out;
+    }
+    if (ctx.msg->has_session) {
+        struct value *s = params->u.arr.items[0];
+        const char *sref = s->type == VALUE_STRING ? s->u.str.s : "";
+        ctx.session = session_lookup(x, sref);
+        if (!ctx.session) {
+            api_fail(&ctx, ERR_SESSION_INVALID, sref);
+            goto out;
+        }
+        if (!roles_allow(ctx.msg, session_roles(ctx.session))) {
+            char *perm = xasprintf("%s", ctx.msg->name);
+            api_fail(&ctx, ERR_RBAC_PERMISSION_DENIED, perm, ctx.msg->name);
+            free(perm);
+            goto out;
+        }
+    }
+    if (ctx.msg->lifecycle == API_REMOVED) {
+        api_fail(&ctx, ERR_MESSAGE_REMOVED);
+        goto out;
+    }
+    if (ctx.msg->n_params > ARRAY_SIZE(args)) {
+        api_fail_internal(&ctx, "too many parameters");
+        goto out;
+    }
+    if (coerce_args(&ctx, params, args)) {
+        goto out;
+    }
+    if (async) {
+        /* Tasks arrive with the task engine; until then an Async call says
+         * so plainly rather than running synchronously. */
+        api_fail(&ctx, ERR_NOT_IMPLEMENTED, method);
+        goto out;
+    }
+    fn = api_find_handler(ctx.msg->name);
+    if (fn) {
+        rc = fn(&ctx, args, &result);
+    } else if (ctx.msg->kind != MSG_CUSTOM) {
+        rc = api_generic(&ctx, args, &result);
+    } else {
+        rc = api_fail(&ctx, ERR_NOT_IMPLEMENTED, ctx.msg->name);
+    }
+    if (rc && !ctx.error) {
+        api_fail_internal(&ctx, "handler failed without an error");
+    }
+out:
+    for (size_t i = 0; i < ARRAY_SIZE(args); i++) {
+        value_unref(args[i]);
+    }
+    session_unref(ctx.session);
+    if (ctx.error) {
+        value_unref(result);
+        *ret_error = ctx.error;
+        if (log_enabled(LOG_LVL_DEBUG)) {
+            char *t = value_to_text(ctx.error);
+            LOG_DBG("%s %s -> %s", peer, method, t);
+            free(t);
+        }
+    } else {
+        *ret_result = result ? result : value_empty_string();
+    }
+}
+
+/* ---- HTTP glue ---- */
+
+#define CORS_HEADERS                                                   \
+    "Access-Control-Allow-Origin: *\r\n"                               \
+    "Access-Control-Allow-Methods: POST, GET, OPTIONS\r\n"             \
+    "Access-Control-Allow-Headers: Content-Type, Authorization\r\n"    \
+    "Access-Control-Max-Age: 86400"
+
+static void
+respond_text(struct http_exchange *hx, int status, const char *text)
+{
+    http_respond(hx, status, "text/plain; charset=utf-8", NULL, text,
+                 strlen(text));
+}
+
+static void
+handle_xmlrpc(struct xapi *x, struct http_exchange *hx,
+              const struct http_request *req)
+{
+    struct value *params = NULL, *result = NULL, *error = NULL;
+    char *method = NULL, *err = NULL;
+    struct ds out = DS_EMPTY;
+
+    if (xmlrpc_parse_call(req->body, req->body_len, &codec_default_limits,
+                          &method, &params, &err)) {
+        char *msg = xasprintf("malformed XML-RPC request: %s\n", err);
+        respond_text(hx, 400, msg);
+        free(msg);
+        goto out;
+    }
+    api_dispatch(x, method, params, req->peer, &result, &error);
+    ds_reserve(&out, 256);
+    if (error) {
+        xmlrpc_write_failure(&out, error);
+    } else if (str_starts_with(method, "system.")) {
+        xmlrpc_write_plain(&out, result);
+    } else {
+        xmlrpc_write_success(&out, result);
+    }
+    {
+        size_t len = out.len;
+        http_respond_take(hx, 200, "text/xml", CORS_HEADERS, ds_steal(&out),
+                          len);
+    }
+out:
+    free(method);
+    free(err);
+    value_unref(params);
+    value_unref(result);
+    value_unref(error);
+    ds_destroy(&out);
+}
+
+static void
+handle_jsonrpc(struct xapi *x, struct http_exchange *hx,
+               const struct http_request *req)
+{
+    struct value *body = NULL, *result = NULL, *error = NULL;
+    struct value *mv, *pv, *idv, *ver;
+    struct value *empty = NULL;
+    bool v2;
+    char *err = NULL;
+    struct ds out = DS_EMPTY;
+
+    if (json_parse(req->body, req->body_len, &codec_default_limits, &body,
+                   &err)) {
+        char *msg = xasprintf("malformed JSON-RPC request: %s\n", err);
+        respond_text(hx, 400, msg);
+        free(msg);
+        goto out;
+    }
+    mv = value_struct_get(body, "method");
+    pv = value_struct_get(body, "params");
+    idv = value_struct_get(body, "id");
+    ver = value_struct_get(body, "jsonrpc");
+    v2 = ver && ver->type == VALUE_STRING && !strcmp(ver->u.str.s, "2.0");
+    if (body->type != VALUE_STRUCT || !mv || mv->type != VALUE_STRING
+        || (pv && pv->type != VALUE_ARRAY) || !idv
+        || (idv->type != VALUE_STRING && idv->type != VALUE_INT
+            && idv->type != VALUE_DOUBLE)
+        || (ver && !v2)) {
+        respond_text(hx, 400, "malformed JSON-RPC request: need method, "
+                     "params (array) and a non-null id\n");
+        goto out;
+    }
+    if (!pv) {
+        pv = empty = value_array(0);
+    }
+    api_dispatch(x, mv->u.str.s, pv, req->peer, &result, &error);
+    ds_reserve(&out, 256);
+    ds_put_char(&out, '{');
+    if (v2) {
+        ds_put_cstr(&out, "\"jsonrpc\":\"2.0\",");
+        if (error) {
+            ds_put_cstr(&out, "\"error\":{\"code\":1,\"message\":");
+            json_write(&out, error->u.arr.items[0]);
+            ds_put_cstr(&out, ",\"data\":[");
+            for (size_t i = 1; i < error->u.arr.n; i++) {
+                if (i > 1) {
+                    ds_put_char(&out, ',');
+                }
+                json_write(&out, error->u.arr.items[i]);
+            }
+            ds_put_cstr(&out, "]}");
+        } else {
+            ds_put_cstr(&out, "\"result\":");
+            json_write(&out, result);
+        }
+    } else {
+        ds_put_cstr(&out, "\"result\":");
+        if (error) {
+            ds_put_cstr(&out, "null,\"error\":");
+            json_write(&out, error);
+        } else {
+            json_write(&out, result);
+            ds_put_cstr(&out, ",\"error\":null");
+        }
+    }
+    ds_put_cstr(&out, ",\"id\":");
+    json_write(&out, idv);
+    ds_put_char(&out, '}');
+    {
+        size_t len = out.len;
+        http_respond_take(hx, 200, "application/json", CORS_HEADERS,
+                          ds_steal(&out), len);
+    }
+out:
+    free(err);
+    value_unref(body);
+    value_unref(empty);
+    value_unref(result);
+    value_unref(error);
+    ds_destroy(&out);
+}
+
+void
+rpc_http_handler(struct http_exchange *hx, void *aux)
+{
+    struct xapi *x = aux;
+    const struct http_request *req = http_exchange_request(hx);
+    const char *path = req->path;
+    bool xml = !strcmp(path, "/") || !strcmp(path, "/RPC2");
+    bool json = !strcmp(path, "/jsonrpc") || !strcmp(path, "/json");
+
+    if (!strcmp(req->method, "OPTIONS")) {
+        http_respond(hx, 200, NULL, CORS_HEADERS, "", 0);
+    } else if ((xml || json) && !strcmp(req->method, "POST")) {
+        if (json) {
+            handle_jsonrpc(x, hx, req);
+        } else {
+            handle_xmlrpc(x, hx, req);
+        }
+    } else if ((xml || json) && !strcmp(req->method, "GET")) {
+        respond_text(hx, 200, "xapi: POST XML-RPC to / or /RPC2, "
+                     "JSON-RPC to /jsonrpc\n");
+    } else if (xml || json) {
+        http_respond(hx, 405, "text/plain", "Allow: POST, GET, OPTIONS",
+                     "method not allowed\n", 19);
+    } else {
+        respond_text(hx, 404, "not found\n");
+    }
+}
