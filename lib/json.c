@@ -694,32 +694,52 @@ out:
 
 /* ---- Writer ----
  *
- * As in xmlrpc.c, output goes straight into the struct ds, which grows
- * only when full; the NUL terminator is added once at the end. */
+ * As in xmlrpc.c, the writer reserves room for a whole member or scalar
+ * at a time (the worst case, with every byte escaped), writes through a
+ * local pointer, and scans for characters to escape a word at a time; the
+ * NUL terminator is added once at the end. */
 
-static inline void
-out_put(struct ds *out, const char *s, size_t n)
+/* Strings longer than this are written in pieces rather than reserving
+ * six times their length up front. */
+#define JSON_INLINE_STRING_MAX 65536
+
+/* Returns where to write at least n more bytes (plus a NUL). */
+static inline char *
+out_room(struct ds *out, size_t n)
 {
     if (out->cap - out->len <= n) {
         ds_reserve(out, n);
     }
-    memcpy(out->s + out->len, s, n);
-    out->len += n;
+    return out->s + out->len;
 }
 
-#define OUT_LITERAL(OUT, LIT) out_put(OUT, LIT, sizeof LIT - 1)
+static inline void
+out_commit(struct ds *out, char *o)
+{
+    out->len = o - out->s;
+}
+
+static inline char *
+put_bytes(char *o, const char *s, size_t n)
+{
+    memcpy(o, s, n);
+    return o + n;
+}
+
+#define PUT_LITERAL(O, LIT) put_bytes(O, LIT, sizeof LIT - 1)
 
 static inline void
 out_put_char(struct ds *out, char c)
 {
-    if (out->cap - out->len <= 1) {
-        ds_reserve(out, 1);
-    }
-    out->s[out->len++] = c;
+    char *o = out_room(out, 1);
+
+    *o++ = c;
+    out_commit(out, o);
 }
 
-static inline void
-out_put_int(struct ds *out, int64_t v)
+/* Writes v in decimal; needs 20 bytes. */
+static inline char *
+put_int(char *o, int64_t v)
 {
     char buf[24];
     char *p = buf + sizeof buf;
@@ -732,7 +752,49 @@ out_put_int(struct ds *out, int64_t v)
     if (v < 0) {
         *--p = '-';
     }
-    out_put(out, p, buf + sizeof buf - p);
+    return put_bytes(o, p, buf + sizeof buf - p);
+}
+
+/* Writes d so that it reads back as a double; needs 32 bytes. */
+static char *
+put_double(char *o, double d)
+{
+    char buf[40];
+    int n;
+
+    /* JSON has no NaN or infinities; 0.0 keeps the output parseable and
+     * still a float to the client. */
+    if (!isfinite(d)) {
+        return PUT_LITERAL(o, "0.0");
+    }
+    n = snprintf(buf, sizeof buf, "%.17g", d);
+    o = put_bytes(o, buf, n);
+    /* Without '.' or an exponent the number would read back as an
+     * integer. */
+    if (!memchr(buf, '.', n) && !memchr(buf, 'e', n)) {
+        o = PUT_LITERAL(o, ".0");
+    }
+    return o;
+}
+
+/* Word-at-a-time helpers for the escaping scan: masks with the top bit
+ * set in each byte of w that equals c, or is below 0x20 (both exact for
+ * the lowest such byte, which is all the scan uses). */
+#define BYTES_ONES 0x0101010101010101ULL
+#define BYTES_HIGHS 0x8080808080808080ULL
+
+static inline uint64_t
+bytes_equal_mask(uint64_t w, unsigned char c)
+{
+    uint64_t x = w ^ (BYTES_ONES * c);
+
+    return (x - BYTES_ONES) & ~x & BYTES_HIGHS;
+}
+
+static inline uint64_t
+bytes_control_mask(uint64_t w)
+{
+    return (w - BYTES_ONES * 0x20) & ~w & BYTES_HIGHS;
 }
 
 /* Bytes a JSON string must escape: '"', '\\' and control characters. */
@@ -745,117 +807,189 @@ static const uint8_t json_needs_escape[256] = {
     [0x1e] = 1, [0x1f] = 1, ['"'] = 1, ['\\'] = 1,
 };
 
-static void
-out_put_json_string(struct ds *out, const char *s, size_t n)
+/* Returns the first byte in [p, end) that needs escaping, or end. */
+static inline const char *
+json_find_escape(const char *p, const char *end)
+{
+    while (end - p >= 8) {
+        uint64_t w, m;
+
+        memcpy(&w, p, 8);
+        m = bytes_equal_mask(w, '"') | bytes_equal_mask(w, '\\')
+            | bytes_control_mask(w);
+        if (m) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            return p + __builtin_ctzll(m) / 8;
+#else
+            break;
+#endif
+        }
+        p += 8;
+    }
+    while (p < end && !json_needs_escape[(unsigned char) *p]) {
+        p++;
+    }
+    return p;
+}
+
+/* Writes the body of a string literal (no quotes); needs 6 * n bytes. */
+static char *
+put_escaped(char *o, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    const char *run = s, *end = s + n;
+    const char *end = s + n;
 
-    if (out->cap - out->len <= n + 2) {
-        ds_reserve(out, n + 2);
-    }
-    out->s[out->len++] = '"';
-    for (const char *p = s; p < end; p++) {
-        unsigned char c = *p;
-        char esc[6];
+    for (;;) {
+        const char *p = json_find_escape(s, end);
+        unsigned char c;
 
-        if (!json_needs_escape[c]) {
-            continue;
+        o = put_bytes(o, s, p - s);
+        if (p == end) {
+            return o;
         }
-        out_put(out, run, p - run);
+        c = *p;
         switch (c) {
-        case '"': OUT_LITERAL(out, "\\\""); break;
-        case '\\': OUT_LITERAL(out, "\\\\"); break;
-        case '\n': OUT_LITERAL(out, "\\n"); break;
-        case '\r': OUT_LITERAL(out, "\\r"); break;
-        case '\t': OUT_LITERAL(out, "\\t"); break;
-        case '\b': OUT_LITERAL(out, "\\b"); break;
-        case '\f': OUT_LITERAL(out, "\\f"); break;
+        case '"': o = PUT_LITERAL(o, "\\\""); break;
+        case '\\': o = PUT_LITERAL(o, "\\\\"); break;
+        case '\n': o = PUT_LITERAL(o, "\\n"); break;
+        case '\r': o = PUT_LITERAL(o, "\\r"); break;
+        case '\t': o = PUT_LITERAL(o, "\\t"); break;
+        case '\b': o = PUT_LITERAL(o, "\\b"); break;
+        case '\f': o = PUT_LITERAL(o, "\\f"); break;
         default:
-            memcpy(esc, "\\u00", 4);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            out_put(out, esc, 6);
+            o = PUT_LITERAL(o, "\\u00");
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
             break;
         }
-        run = p + 1;
+        s = p + 1;
     }
-    out_put(out, run, end - run);
+}
+
+/* Writes a string literal, reserving room piece by piece if it is long. */
+static void
+out_put_string(struct ds *out, const char *s, size_t n)
+{
+    out_put_char(out, '"');
+    while (n) {
+        size_t chunk = MIN(n, JSON_INLINE_STRING_MAX);
+
+        out_commit(out, put_escaped(out_room(out, 6 * chunk), s, chunk));
+        s += chunk;
+        n -= chunk;
+    }
     out_put_char(out, '"');
 }
 
-static void
-json_write_double(struct ds *out, double d)
+static bool
+json_is_scalar(const struct value *v)
 {
-    char buf[40];
-    int n;
+    return !v || v->type < VALUE_ARRAY;
+}
 
-    /* JSON has no NaN or infinities; 0.0 keeps the output parseable and
-     * still a float to the client. */
-    if (!isfinite(d)) {
-        OUT_LITERAL(out, "0.0");
-        return;
+/* Bytes that json_put_scalar() may write for v, or 0 if v is a string too
+ * long to write in one go. */
+static size_t
+json_scalar_room(const struct value *v)
+{
+    if (v && (v->type == VALUE_STRING || v->type == VALUE_DATETIME)) {
+        return v->u.str.len <= JSON_INLINE_STRING_MAX
+               ? 6 * v->u.str.len + 8 : 0;
     }
-    n = snprintf(buf, sizeof buf, "%.17g", d);
-    out_put(out, buf, n);
-    /* A double written without '.' or exponent would read back as an
-     * integer. */
-    if (!memchr(buf, '.', n) && !memchr(buf, 'e', n)) {
-        OUT_LITERAL(out, ".0");
+    return 40;
+}
+
+static char *
+json_put_scalar(char *o, const struct value *v)
+{
+    if (!v) {
+        return PUT_LITERAL(o, "null");
     }
+    switch (v->type) {
+    case VALUE_NIL:
+        return PUT_LITERAL(o, "null");
+    case VALUE_BOOL:
+        return v->u.b ? PUT_LITERAL(o, "true") : PUT_LITERAL(o, "false");
+    case VALUE_INT:
+        return put_int(o, v->u.i);
+    case VALUE_DOUBLE:
+        return put_double(o, v->u.d);
+    case VALUE_STRING:
+    case VALUE_DATETIME:
+        *o++ = '"';
+        o = put_escaped(o, v->u.str.s, v->u.str.len);
+        *o++ = '"';
+        return o;
+    case VALUE_ARRAY:
+    case VALUE_STRUCT:
+        break;
+    }
+    return o;
+}
+
+static void json_write_value(struct ds *out, const struct value *v);
+
+static void
+json_write_object(struct ds *out, const struct value *v)
+{
+    out_put_char(out, '{');
+    for (size_t i = 0; i < v->u.st.n; i++) {
+        const char *name = v->u.st.m[i].name;
+        const struct value *mv = v->u.st.m[i].v;
+        size_t name_len = strlen(name);
+        size_t room = json_scalar_room(mv);
+        char *o;
+
+        if (json_is_scalar(mv) && room
+            && name_len <= JSON_INLINE_STRING_MAX) {
+            /* The common case, a record field: one reservation for the
+             * whole member. */
+            o = out_room(out, 6 * name_len + room + 8);
+            if (i) {
+                *o++ = ',';
+            }
+            *o++ = '"';
+            o = put_escaped(o, name, name_len);
+            o = PUT_LITERAL(o, "\":");
+            o = json_put_scalar(o, mv);
+            out_commit(out, o);
+        } else {
+            if (i) {
+                out_put_char(out, ',');
+            }
+            out_put_string(out, name, name_len);
+            out_put_char(out, ':');
+            json_write_value(out, mv);
+        }
+    }
+    out_put_char(out, '}');
 }
 
 static void
 json_write_value(struct ds *out, const struct value *v)
 {
-    if (!v) {
-        OUT_LITERAL(out, "null");
+    size_t room;
+
+    if (!json_is_scalar(v)) {
+        if (v->type == VALUE_STRUCT) {
+            json_write_object(out, v);
+        } else {
+            out_put_char(out, '[');
+            for (size_t i = 0; i < v->u.arr.n; i++) {
+                if (i) {
+                    out_put_char(out, ',');
+                }
+                json_write_value(out, v->u.arr.items[i]);
+            }
+            out_put_char(out, ']');
+        }
         return;
     }
-    switch (v->type) {
-    case VALUE_NIL:
-        OUT_LITERAL(out, "null");
-        break;
-    case VALUE_BOOL:
-        if (v->u.b) {
-            OUT_LITERAL(out, "true");
-        } else {
-            OUT_LITERAL(out, "false");
-        }
-        break;
-    case VALUE_INT:
-        out_put_int(out, v->u.i);
-        break;
-    case VALUE_DOUBLE:
-        json_write_double(out, v->u.d);
-        break;
-    case VALUE_STRING:
-    case VALUE_DATETIME:
-        out_put_json_string(out, v->u.str.s, v->u.str.len);
-        break;
-    case VALUE_ARRAY:
-        out_put_char(out, '[');
-        for (size_t i = 0; i < v->u.arr.n; i++) {
-            if (i) {
-                out_put_char(out, ',');
-            }
-            json_write_value(out, v->u.arr.items[i]);
-        }
-        out_put_char(out, ']');
-        break;
-    case VALUE_STRUCT:
-        out_put_char(out, '{');
-        for (size_t i = 0; i < v->u.st.n; i++) {
-            const char *name = v->u.st.m[i].name;
-            if (i) {
-                out_put_char(out, ',');
-            }
-            out_put_json_string(out, name, strlen(name));
-            out_put_char(out, ':');
-            json_write_value(out, v->u.st.m[i].v);
-        }
-        out_put_char(out, '}');
-        break;
+    room = json_scalar_room(v);
+    if (room) {
+        out_commit(out, json_put_scalar(out_room(out, room), v));
+    } else {
+        out_put_string(out, v->u.str.s, v->u.str.len);
     }
 }
 
@@ -863,8 +997,5 @@ void
 json_write(struct ds *out, const struct value *v)
 {
     json_write_value(out, v);
-    if (out->cap <= out->len) {
-        ds_reserve(out, 0);
-    }
-    out->s[out->len] = '\0';
+    out_room(out, 0)[0] = '\0';
 }

@@ -22,17 +22,17 @@ extern const char *test_skip_reason_;
 extern struct test_case test_cases_[TEST_MAX];
 extern int test_count_;
 
-#define TEST(name)                                                        \
-    static void name(void);                                               \
-    __attribute__((constructor)) static void register_##name(void)        \
+#define TEST(fn_)                                                         \
+    static void fn_(void);                                                \
+    __attribute__((constructor)) static void register_##fn_(void)         \
     {                                                                     \
         if (test_count_ < TEST_MAX) {                                     \
-            test_cases_[test_count_].name = #name;                        \
-            test_cases_[test_count_].fn = name;                           \
+            test_cases_[test_count_].name = #fn_;                         \
+            test_cases_[test_count_].fn = fn_;                            \
             test_count_++;                                                \
         }                                                                 \
     }                                                                     \
-    static void name(void)
+    static void fn_(void)
 
 #define CHECK(cond)                                                       \
     do {                                                                  \
