@@ -10,8 +10,15 @@
  *              connection under a mutex (one fsync per commit).
  *   raw-single one thread doing autocommit INSERTs.
  *
- * Usage: db-commit [-t SECONDS | -n COMMITS] [-j THREADS] [DIR]
- * DIR defaults to a new directory under /tmp, removed afterwards. */
+ * Latency is from submit (or lock) to durable.  glibc mutexes are not
+ * fair, so in raw-shared one thread can keep the lock for long stretches:
+ * its mean latency looks good while its maximum shows the starvation.
+ *
+ * Usage: db-commit [-t SECONDS | -n COMMITS] [-j THREADS] [-r ROUNDS] [DIR]
+ * Each mode gets SECONDS (default 5) or COMMITS in total, split over
+ * ROUNDS (default 5) rounds that take the modes in turn, so that load
+ * from other programs on the machine does not favour one mode.  DIR
+ * defaults to a new directory under /tmp, removed afterwards. */
 #include <config.h>
 
 #include <errno.h>
@@ -31,7 +38,7 @@
 #define ROW_SIZE 2048
 
 struct bench {
-    /* How long each run lasts: whichever limit is set. */
+    /* How long each mode runs in one round: whichever limit is set. */
     int64_t duration_us;        /* 0 if counting commits */
     uint64_t max_commits;       /* 0 if timing */
     int n_threads;
@@ -242,13 +249,16 @@ raw_single_worker(void *worker_)
 
 /* ---- driver ---- */
 
-enum mode { MODE_STORE, MODE_RAW_SHARED, MODE_RAW_SINGLE };
+enum mode { MODE_STORE, MODE_RAW_SHARED, MODE_RAW_SINGLE, N_MODES };
 
+/* Totals for one mode over all rounds. */
 struct result {
-    double commits_per_s;
-    double mean_latency_ms;
-    double max_latency_ms;
-    double txns_per_fsync;      /* db_store only */
+    uint64_t commits;
+    int64_t elapsed_us;
+    int64_t total_latency_us;
+    int64_t max_latency_us;
+    uint64_t sqlite_commits;    /* db_store only */
+    double min_rate, max_rate;  /* commits/s of the slowest, fastest round */
     int failures;
 };
 
@@ -265,8 +275,9 @@ remove_db_files(const char *path)
     }
 }
 
+/* Runs one mode for one round on a fresh file and adds to *result. */
 static int
-run_mode(const struct bench *bench, enum mode mode, struct result *ret)
+run_mode(const struct bench *bench, enum mode mode, struct result *result)
 {
     static const char *const names[] = { "store", "raw-shared",
                                          "raw-single" };
@@ -277,9 +288,9 @@ run_mode(const struct bench *bench, enum mode mode, struct result *ret)
     struct worker *workers = xcalloc(n_threads, sizeof *workers);
     pthread_t *tids = xcalloc(n_threads, sizeof *tids);
     char *path = xasprintf("%s/bench-%s.db", bench->dir, names[mode]);
-    struct result result = { 0 };
-    uint64_t fsyncs_before = 0;
+    uint64_t sqlite_commits_before = 0;
     int64_t start, elapsed;
+    double rate;
     int rc, started = 0;
 
     pthread_mutex_init(&run.mutex, NULL);
@@ -289,7 +300,7 @@ run_mode(const struct bench *bench, enum mode mode, struct result *ret)
         goto out;
     }
     if (run.store) {
-        fsyncs_before = db_store_commit_count(run.store);
+        sqlite_commits_before = db_store_commit_count(run.store);
     }
 
     start = time_mono_us();
@@ -309,19 +320,20 @@ run_mode(const struct bench *bench, enum mode mode, struct result *ret)
     if (rc) {
         goto out;
     }
-    elapsed = time_mono_us() - start;
+    elapsed = MAX(time_mono_us() - start, 1);
 
-    result.commits_per_s = run.commits * 1e6 / (double) MAX(elapsed, 1);
-    result.mean_latency_ms = run.commits
-                             ? run.total_latency_us / 1e3 / run.commits : 0;
-    result.max_latency_ms = run.max_latency_us / 1e3;
-    result.failures = run.failures;
+    rate = run.commits * 1e6 / elapsed;
+    result->min_rate = result->elapsed_us ? MIN(result->min_rate, rate) : rate;
+    result->max_rate = result->elapsed_us ? MAX(result->max_rate, rate) : rate;
+    result->commits += run.commits;
+    result->elapsed_us += elapsed;
+    result->total_latency_us += run.total_latency_us;
+    result->max_latency_us = MAX(result->max_latency_us, run.max_latency_us);
+    result->failures += run.failures;
     if (run.store) {
-        uint64_t fsyncs = db_store_commit_count(run.store) - fsyncs_before;
-
-        result.txns_per_fsync = fsyncs ? (double) run.commits / fsyncs : 0;
+        result->sqlite_commits += db_store_commit_count(run.store)
+                                  - sqlite_commits_before;
     }
-    *ret = result;
 out:
     db_store_close(run.store);
     sqlite3_finalize(run.begin);
@@ -336,16 +348,26 @@ out:
     return rc;
 }
 
+static double
+result_rate(const struct result *r)
+{
+    return r->elapsed_us ? r->commits * 1e6 / r->elapsed_us : 0;
+}
+
 static void
 print_result(const char *label, const struct result *r)
 {
-    printf("  %-40s %9.0f commits/s   latency mean %6.2f ms, max %7.2f ms",
-           label, r->commits_per_s, r->mean_latency_ms, r->max_latency_ms);
-    if (r->txns_per_fsync > 0) {
-        printf("   %.1f txns/commit", r->txns_per_fsync);
+    printf("  %-36s %7.0f commits/s (rounds %.0f..%.0f)  latency mean "
+           "%.2f ms, max %.1f ms", label, result_rate(r), r->min_rate,
+           r->max_rate,
+           r->commits ? r->total_latency_us / 1e3 / r->commits : 0.0,
+           r->max_latency_us / 1e3);
+    if (r->sqlite_commits) {
+        printf(", %.1f txns per SQLite commit",
+               (double) r->commits / r->sqlite_commits);
     }
     if (r->failures) {
-        printf("   (%d FAILED)", r->failures);
+        printf("  (%d FAILED)", r->failures);
     }
     putchar('\n');
 }
@@ -354,7 +376,7 @@ static void NORETURN
 usage(void)
 {
     fprintf(stderr, "usage: db-commit [-t SECONDS | -n COMMITS] "
-            "[-j THREADS] [DIR]\n");
+            "[-j THREADS] [-r ROUNDS] [DIR]\n");
     exit(2);
 }
 
@@ -362,30 +384,31 @@ int
 main(int argc, char *argv[])
 {
     struct bench *bench = xcalloc(1, sizeof *bench);
-    struct result store, shared, single;
+    struct result results[N_MODES] = { { 0 } };
+    int64_t total_us = 5 * 1000000;
+    uint64_t total_commits = 0;
+    int rounds = 5;
     bool made_dir = false;
     char label[64];
     int64_t v;
     double secs;
     int opt, rc = 1;
 
-    bench->duration_us = 5 * 1000000;
     bench->n_threads = 8;
-    while ((opt = getopt(argc, argv, "t:n:j:h")) != -1) {
+    while ((opt = getopt(argc, argv, "t:n:j:r:h")) != -1) {
         switch (opt) {
         case 't':
             if (str_to_double(optarg, &secs) || secs <= 0) {
                 usage();
             }
-            bench->duration_us = (int64_t) (secs * 1e6);
-            bench->max_commits = 0;
+            total_us = (int64_t) (secs * 1e6);
+            total_commits = 0;
             break;
         case 'n':
             if (str_to_int64(optarg, &v) || v <= 0) {
                 usage();
             }
-            bench->max_commits = (uint64_t) v;
-            bench->duration_us = 0;
+            total_commits = (uint64_t) v;
             break;
         case 'j':
             if (str_to_int64(optarg, &v) || v <= 0 || v > 1024) {
@@ -393,12 +416,24 @@ main(int argc, char *argv[])
             }
             bench->n_threads = (int) v;
             break;
+        case 'r':
+            if (str_to_int64(optarg, &v) || v <= 0 || v > 1000) {
+                usage();
+            }
+            rounds = (int) v;
+            break;
         default:
             usage();
         }
     }
     if (optind + 1 < argc) {
         usage();
+    }
+    /* Each mode gets the whole budget, split over the rounds. */
+    if (total_commits) {
+        bench->max_commits = MAX(total_commits / rounds, 1);
+    } else {
+        bench->duration_us = total_us / rounds;
     }
     if (optind < argc) {
         bench->dir = xstrdup(argv[optind]);
@@ -422,33 +457,42 @@ main(int argc, char *argv[])
     }
     bench->row[ROW_SIZE] = '\0';
 
-    printf("durable commits, %d-byte rows, WAL + synchronous=FULL, in %s, ",
+    printf("durable commits, %d-byte rows, WAL + synchronous=FULL, in %s\n",
            ROW_SIZE, bench->dir);
-    if (bench->max_commits) {
-        printf("%" PRIu64 " commits per run\n", bench->max_commits);
+    if (total_commits) {
+        printf("%" PRIu64 " commits per mode", total_commits);
     } else {
-        printf("%.1f s per run\n", bench->duration_us / 1e6);
+        printf("%.1f s per mode", total_us / 1e6);
     }
+    printf(", in %d interleaved rounds so that changing background load "
+           "hits every mode alike\n", rounds);
     fflush(stdout);
 
-    if (run_mode(bench, MODE_STORE, &store)
-        || run_mode(bench, MODE_RAW_SHARED, &shared)
-        || run_mode(bench, MODE_RAW_SINGLE, &single)) {
-        goto out;
+    for (int r = 0; r < rounds; r++) {
+        for (int m = 0; m < N_MODES; m++) {
+            if (run_mode(bench, m, &results[m])) {
+                goto out;
+            }
+        }
     }
-    snprintf(label, sizeof label, "db_store, %d threads (group commit)",
+    snprintf(label, sizeof label, "db_store, %d threads, group commit",
              bench->n_threads);
-    print_result(label, &store);
+    print_result(label, &results[MODE_STORE]);
     snprintf(label, sizeof label, "raw SQLite, %d threads, shared conn",
              bench->n_threads);
-    print_result(label, &shared);
-    print_result("raw SQLite, 1 thread, autocommit", &single);
-    printf("  ratio db_store / raw %d-thread: %.2fx\n", bench->n_threads,
-           shared.commits_per_s > 0
-           ? store.commits_per_s / shared.commits_per_s : 0);
-    printf("  ratio db_store / raw 1-thread:  %.2fx\n",
-           single.commits_per_s > 0
-           ? store.commits_per_s / single.commits_per_s : 0);
+    print_result(label, &results[MODE_RAW_SHARED]);
+    print_result("raw SQLite, 1 thread, autocommit",
+                 &results[MODE_RAW_SINGLE]);
+    if (result_rate(&results[MODE_RAW_SHARED]) > 0) {
+        printf("  ratio db_store / raw %d-thread: %.2fx\n", bench->n_threads,
+               result_rate(&results[MODE_STORE])
+               / result_rate(&results[MODE_RAW_SHARED]));
+    }
+    if (result_rate(&results[MODE_RAW_SINGLE]) > 0) {
+        printf("  ratio db_store / raw 1-thread:  %.2fx\n",
+               result_rate(&results[MODE_STORE])
+               / result_rate(&results[MODE_RAW_SINGLE]));
+    }
     rc = 0;
 out:
     if (made_dir) {

@@ -17,7 +17,7 @@
 #include <string.h>
 
 /* The parser recurses once per nested array or object; see xmlrpc.c. */
-#define JSON_DEPTH_CAP 1000
+#define JSON_DEPTH_CAP 256
 
 /* Used when the caller passes no limits.  The same values as
  * codec_default_limits, which lives in xmlrpc.c: this file is also linked
@@ -807,25 +807,41 @@ static const uint8_t json_needs_escape[256] = {
     [0x1e] = 1, [0x1f] = 1, ['"'] = 1, ['\\'] = 1,
 };
 
-/* Returns the first byte in [p, end) that needs escaping, or end. */
+static inline uint64_t
+json_escape_mask(uint64_t w)
+{
+    return bytes_equal_mask(w, '"') | bytes_equal_mask(w, '\\')
+           | bytes_control_mask(w);
+}
+
+/* Returns the first byte in [p, end) that needs escaping, or end.  Most
+ * strings need none, so whole words are checked at once; a string's last
+ * few bytes are checked by re-reading its last word, shifted. */
 static inline const char *
 json_find_escape(const char *p, const char *end)
 {
-    while (end - p >= 8) {
-        uint64_t w, m;
-
-        memcpy(&w, p, 8);
-        m = bytes_equal_mask(w, '"') | bytes_equal_mask(w, '\\')
-            | bytes_control_mask(w);
-        if (m) {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const char *start = p;
+    uint64_t w, m;
+
+    while (end - p >= 8) {
+        memcpy(&w, p, 8);
+        m = json_escape_mask(w);
+        if (m) {
             return p + __builtin_ctzll(m) / 8;
-#else
-            break;
-#endif
         }
         p += 8;
     }
+    if (p < end && end - start >= 8) {
+        memcpy(&w, end - 8, 8);
+        w >>= 8 * (8 - (end - p));
+        /* The bytes shifted in are zero, which would count as control
+         * characters: make them harmless letters. */
+        w |= (BYTES_ONES * 'a') << (8 * (end - p));
+        m = json_escape_mask(w);
+        return m ? p + __builtin_ctzll(m) / 8 : end;
+    }
+#endif
     while (p < end && !json_needs_escape[(unsigned char) *p]) {
         p++;
     }

@@ -27,7 +27,7 @@ const struct codec_limits codec_default_limits = {
  * configures a silly max_depth must not be able to overflow the stack of a
  * worker thread: deeper nesting than this is refused whatever the limits
  * say. */
-#define XML_DEPTH_CAP 1000
+#define XML_DEPTH_CAP 256
 
 /* ---- Decoder ---- */
 
@@ -1525,26 +1525,38 @@ static const uint8_t xml_needs_escape[256] = {
     ['&'] = 1, ['<'] = 1, ['>'] = 1, ['\r'] = 1,
 };
 
+static inline uint64_t
+xml_escape_mask(uint64_t w)
+{
+    return bytes_equal_mask(w, '&') | bytes_equal_mask(w, '<')
+           | bytes_equal_mask(w, '>') | bytes_equal_mask(w, '\r');
+}
+
 /* Returns the first byte in [p, end) that needs escaping, or end.  Most
- * strings need none, so whole words are checked at once. */
+ * strings need none, so whole words are checked at once; a string's last
+ * few bytes are checked by re-reading its last word, shifted. */
 static inline const char *
 xml_find_escape(const char *p, const char *end)
 {
-    while (end - p >= 8) {
-        uint64_t w, m;
-
-        memcpy(&w, p, 8);
-        m = bytes_equal_mask(w, '&') | bytes_equal_mask(w, '<')
-            | bytes_equal_mask(w, '>') | bytes_equal_mask(w, '\r');
-        if (m) {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const char *start = p;
+    uint64_t w, m;
+
+    while (end - p >= 8) {
+        memcpy(&w, p, 8);
+        m = xml_escape_mask(w);
+        if (m) {
             return p + __builtin_ctzll(m) / 8;
-#else
-            break;
-#endif
         }
         p += 8;
     }
+    if (p < end && end - start >= 8) {
+        memcpy(&w, end - 8, 8);
+        w >>= 8 * (8 - (end - p));
+        m = xml_escape_mask(w);
+        return m ? p + __builtin_ctzll(m) / 8 : end;
+    }
+#endif
     while (p < end && !xml_needs_escape[(unsigned char) *p]) {
         p++;
     }

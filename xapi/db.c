@@ -20,6 +20,14 @@ struct db_table {
     size_t n, cap;
     struct strmap by_ref;       /* ref -> index into rows (as uintptr+1) */
     struct strmap by_uuid;      /* uuid -> row */
+    struct strmap by_name;      /* name_label -> struct name_bucket */
+};
+
+/* Rows sharing one name_label (names need not be unique). */
+struct name_bucket {
+    char *name;                 /* the key, owned here */
+    struct db_row **rows;
+    size_t n, cap;
 };
 
 struct db_undo {
@@ -144,7 +152,61 @@ row_uuid(const struct db_row *row)
            ? row->fields[f]->u.str.s : NULL;
 }
 
+static const char *
+row_name(const struct db_row *row)
+{
+    int f = api_classes[row->cls].name_label_field;
+
+    return f >= 0 && row->fields[f] && row->fields[f]->type == VALUE_STRING
+           ? row->fields[f]->u.str.s : NULL;
+}
+
 /* ---- tables ---- */
+
+static void
+name_index_add(struct db_table *t, struct db_row *row)
+{
+    const char *name = row_name(row);
+    struct name_bucket *b;
+
+    if (!name) {
+        return;
+    }
+    b = strmap_get(&t->by_name, name);
+    if (!b) {
+        b = xcalloc(1, sizeof *b);
+        b->name = xstrdup(name);
+        strmap_put(&t->by_name, b->name, b);
+    }
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 2;
+        b->rows = xrealloc(b->rows, b->cap * sizeof *b->rows);
+    }
+    b->rows[b->n++] = row;
+}
+
+static void
+name_index_remove(struct db_table *t, struct db_row *row)
+{
+    const char *name = row_name(row);
+    struct name_bucket *b = name ? strmap_get(&t->by_name, name) : NULL;
+
+    if (!b) {
+        return;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->rows[i] == row) {
+            b->rows[i] = b->rows[--b->n];
+            break;
+        }
+    }
+    if (!b->n) {
+        strmap_remove(&t->by_name, b->name);
+        free(b->name);
+        free(b->rows);
+        free(b);
+    }
+}
 
 static struct db_row *
 table_get(struct db_table *t, const char *ref)
@@ -166,6 +228,7 @@ table_put(struct db_table *t, struct db_row *row)
 
     if (idx) {
         old = t->rows[idx - 1];
+        name_index_remove(t, old);
         uuid = row_uuid(old);
         if (uuid && strmap_get(&t->by_uuid, uuid) == old) {
             strmap_remove(&t->by_uuid, uuid);
@@ -185,6 +248,7 @@ table_put(struct db_table *t, struct db_row *row)
     if (uuid) {
         strmap_put(&t->by_uuid, uuid, row);
     }
+    name_index_add(t, row);
     return old;
 }
 
@@ -200,6 +264,7 @@ table_remove(struct db_table *t, const char *ref)
         return NULL;
     }
     row = t->rows[idx - 1];
+    name_index_remove(t, row);
     uuid = row_uuid(row);
     if (uuid && strmap_get(&t->by_uuid, uuid) == row) {
         strmap_remove(&t->by_uuid, uuid);
@@ -216,12 +281,22 @@ table_remove(struct db_table *t, const char *ref)
 static void
 table_destroy(struct db_table *t)
 {
+    const char *key;
+    void *data;
+
     for (size_t i = 0; i < t->n; i++) {
         db_row_unref(t->rows[i]);
     }
     free(t->rows);
     strmap_destroy(&t->by_ref);
     strmap_destroy(&t->by_uuid);
+    for (size_t pos = 0; strmap_next(&t->by_name, &pos, &key, &data);) {
+        struct name_bucket *b = data;
+        free(b->name);
+        free(b->rows);
+        free(b);
+    }
+    strmap_destroy(&t->by_name);
 }
 
 /* ---- reads ---- */
@@ -277,21 +352,14 @@ void
 db_lookup_name_label(struct db *db, int cls, const char *label,
                      struct db_row ***rows, size_t *n)
 {
-    struct db_table *t = &db->tables[cls];
-    int f = api_classes[cls].name_label_field;
+    struct name_bucket *b = strmap_get(&db->tables[cls].by_name, label);
 
-    /* A linear scan: name lookups are rare and tables are at most tens of
-     * thousands of rows, so an index is not worth its upkeep. */
-    if (f < 0) {
+    if (!b) {
         return;
     }
-    for (size_t i = 0; i < t->n; i++) {
-        struct value *v = t->rows[i]->fields[f];
-        if (v->type == VALUE_STRING && !strcmp(v->u.str.s, label)) {
-            *rows = xrealloc(*rows, (*n + 1) * sizeof **rows);
-            (*rows)[(*n)++] = t->rows[i];
-        }
-    }
+    *rows = xrealloc(*rows, (*n + b->n) * sizeof **rows);
+    memcpy(*rows + *n, b->rows, b->n * sizeof **rows);
+    *n += b->n;
 }
 
 uint64_t
@@ -569,8 +637,14 @@ db_update(struct db_txn *txn, int cls, const char *ref, int field,
         return 0;
     }
     row = txn_writable(txn, cls, ref);
+    if (field == api_classes[cls].name_label_field) {
+        name_index_remove(t, row);
+    }
     old = row->fields[field];
     row->fields[field] = v;
+    if (field == api_classes[cls].name_label_field) {
+        name_index_add(t, row);
+    }
     if (field == api_classes[cls].uuid_field) {
         if (old->type == VALUE_STRING) {
             strmap_remove(&t->by_uuid, old->u.str.s);
@@ -834,6 +908,7 @@ db_open(const char *dir, struct db **ret_db, char **ret_err)
     for (size_t c = 0; c < CLS__COUNT; c++) {
         strmap_init(&db->tables[c].by_ref);
         strmap_init(&db->tables[c].by_uuid);
+        strmap_init(&db->tables[c].by_name);
     }
     if (dir) {
         path = xasprintf("%s/state.db", dir);

@@ -174,11 +174,13 @@ struct http_server {
     pthread_mutex_t work_mutex;
     pthread_cond_t work_cond;
     struct xqueue work;
+    size_t n_idle_workers;      /* waiting on work_cond */
     bool work_stop;
 
     /* Any thread to the loop. */
     pthread_mutex_t done_mutex;
     struct xqueue done;
+    bool loop_asleep;           /* in epoll_wait(): needs wakefd written */
     bool wake_pending;          /* wakefd written, loop not yet drained */
     bool stopping;              /* the loop should exit */
     bool closed;                /* responses are dropped from now on */
@@ -373,7 +375,9 @@ exchange_complete(struct http_exchange *x)
         return;
     }
     xqueue_push(&srv->done, x);
-    if (!srv->wake_pending) {
+    /* A loop that is not asleep looks at the queue before it sleeps, so
+     * only a sleeping loop needs the system call. */
+    if (srv->loop_asleep && !srv->wake_pending) {
         /* Written under the lock: http_server_stop() closes wakefd only
          * after setting closed under the same lock. */
         uint64_t one = 1;
@@ -1012,18 +1016,19 @@ sweep(struct http_server *srv)
 /* Takes every queued response and starts writing it.  Returns true when
  * the server is stopping. */
 static bool
-drain_completions(struct http_server *srv, struct xqueue *batch)
+drain_completions(struct http_server *srv, bool woken, struct xqueue *batch)
 {
     struct http_exchange *x, *next;
     uint64_t v;
     bool stopping;
 
-    if (read(srv->wakefd, &v, sizeof v) < 0 && errno != EAGAIN) {
+    if (woken && read(srv->wakefd, &v, sizeof v) < 0 && errno != EAGAIN) {
         LOG_ERR("http: reading the wake-up eventfd: %s", strerror(errno));
     }
     pthread_mutex_lock(&srv->done_mutex);
     x = srv->done.head;
     xqueue_init(&srv->done);
+    srv->loop_asleep = false;
     srv->wake_pending = false;
     stopping = srv->stopping;
     pthread_mutex_unlock(&srv->done_mutex);
@@ -1047,12 +1052,35 @@ drain_completions(struct http_server *srv, struct xqueue *batch)
 static void
 submit_work(struct http_server *srv, struct xqueue *batch)
 {
-    pthread_mutex_lock(&srv->work_mutex);
+    size_t n = 0, wake;
+
     for (struct http_exchange *x = batch->head; x; x = x->next) {
+        n++;
+    }
+    pthread_mutex_lock(&srv->work_mutex);
+    xqueue_append(&srv->work, batch);
+    wake = MIN(n, srv->n_idle_workers);
+    pthread_mutex_unlock(&srv->work_mutex);
+    /* Signalled after unlocking, so that a woken worker does not block
+     * at once on the mutex we hold.  A worker that was not waiting when
+     * we counted checks the queue before it waits. */
+    while (wake--) {
         pthread_cond_signal(&srv->work_cond);
     }
-    xqueue_append(&srv->work, batch);
-    pthread_mutex_unlock(&srv->work_mutex);
+}
+
+/* Called before epoll_wait(): returns whether the loop may block, having
+ * told completing threads to wake it if so. */
+static bool
+loop_may_sleep(struct http_server *srv)
+{
+    bool sleep;
+
+    pthread_mutex_lock(&srv->done_mutex);
+    sleep = !srv->done.head && !srv->stopping;
+    srv->loop_asleep = sleep;
+    pthread_mutex_unlock(&srv->done_mutex);
+    return sleep;
 }
 
 static int
@@ -1074,7 +1102,12 @@ loop_main(void *srv_)
         struct xqueue batch;
         bool wake = false;
         int timeout = (int) MAX(0, srv->next_sweep - srv->now);
-        int n = epoll_wait(srv->epfd, evs, MAX_EVENTS, timeout);
+        int n;
+
+        if (!loop_may_sleep(srv)) {
+            timeout = 0;
+        }
+        n = epoll_wait(srv->epfd, evs, MAX_EVENTS, timeout);
 
         if (n < 0) {
             if (errno == EINTR) {
@@ -1102,9 +1135,7 @@ loop_main(void *srv_)
                 break;
             }
         }
-        if (wake) {
-            stopping = drain_completions(srv, &batch);
-        }
+        stopping = drain_completions(srv, wake, &batch);
         if (batch.head) {
             submit_work(srv, &batch);
         }
@@ -1131,7 +1162,9 @@ worker_main(void *srv_)
         struct http_exchange *x;
 
         while (!srv->work.head && !srv->work_stop) {
+            srv->n_idle_workers++;
             pthread_cond_wait(&srv->work_cond, &srv->work_mutex);
+            srv->n_idle_workers--;
         }
         if (srv->work_stop) {
             break;

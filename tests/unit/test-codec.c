@@ -590,6 +590,18 @@ TEST(test_xmlrpc_other_scalar_types)
     CHECK(v && v->type == VALUE_DOUBLE && v->u.d == -1500.0);
     value_unref(v);
 
+    /* Forms some clients write, though JSON would not allow them. */
+    v = NULL;
+    CHECK_INT(parse_xml_value("<value><double> 1. </double></value>", &v,
+                              NULL), 0);
+    CHECK(v && v->type == VALUE_DOUBLE && v->u.d == 1.0);
+    value_unref(v);
+    v = NULL;
+    CHECK_INT(parse_xml_value("<value><double>+.5</double></value>", &v,
+                              NULL), 0);
+    CHECK(v && v->type == VALUE_DOUBLE && v->u.d == 0.5);
+    value_unref(v);
+
     v = NULL;
     CHECK_INT(parse_xml_value("<value><dateTime.iso8601> 20240131T23:59:59Z "
                               "</dateTime.iso8601></value>", &v, NULL), 0);
@@ -799,7 +811,6 @@ TEST(test_xmlrpc_rejects_malformed_documents)
         "<value><double>nan</double></value>",
         "<value><double>inf</double></value>",
         "<value><double>0x1p3</double></value>",
-        "<value><double>1.</double></value>",
         "<value><double>1e</double></value>",
         "<value><double></double></value>",
         "<value><base64>a</base64></value>",
@@ -1217,6 +1228,7 @@ TEST(test_json_limits)
         for (int i = 0; i < depth; i++) {
             ds_put_cstr(&ds, i % 2 ? "{\"k\":" : "[");
         }
+        ds_put_char(&ds, '0');
         for (int i = depth - 1; i >= 0; i--) {
             ds_put_char(&ds, i % 2 ? '}' : ']');
         }
@@ -1333,6 +1345,7 @@ make_records(int n)
 TEST(test_big_document_writers)
 {
     struct value *all = make_records(10000), *back = NULL;
+    struct codec_limits lim = codec_default_limits;
     struct ds ds = DS_EMPTY;
     int64_t t0, t1;
     bool fault;
@@ -1345,8 +1358,9 @@ TEST(test_big_document_writers)
             (t1 - t0) / 1000.0);
     CHECK(ds.len > 40 * 1000 * 1000);
     CHECK_INT(strlen(ds.s), ds.len);
-    rc = xmlrpc_parse_response(ds.s, ds.len, &codec_default_limits, &back,
-                               &fault, NULL);
+    /* The answer is larger than a request may be. */
+    lim.max_input = SIZE_MAX;
+    rc = xmlrpc_parse_response(ds.s, ds.len, &lim, &back, &fault, NULL);
     CHECK_INT(rc, 0);
     if (!rc) {
         struct value *val = value_struct_get(back, "Value");

@@ -294,3 +294,51 @@ TEST(test_db_query_string_forms)
     value_unref(map);
     ds_destroy(&ds);
 }
+
+TEST(test_db_name_label_index_follows_changes)
+{
+    struct db *db = NULL;
+    struct db_txn *txn;
+    struct db_row **rows = NULL;
+    size_t n = 0;
+
+    CHECK_INT(db_open(NULL, &db, NULL), 0);
+    txn = db_begin(db);
+    insert_vm(txn, "OpaqueRef:vm1", "11111111-1111-1111-1111-111111111111", "same");
+    insert_vm(txn, "OpaqueRef:vm2", "11111111-1111-1111-1111-111111111112", "same");
+    CHECK_INT(db_commit(txn), 0);
+    db_read_lock(db);
+    db_lookup_name_label(db, CLS_VM, "same", &rows, &n);
+    db_read_unlock(db);
+    CHECK_INT(n, 2);
+
+    txn = db_begin(db);
+    CHECK_INT(db_update(txn, CLS_VM, "OpaqueRef:vm1", F_VM_name_label,
+                        value_string("other")), 0);
+    CHECK_INT(db_commit(txn), 0);
+    n = 0;
+    db_read_lock(db);
+    db_lookup_name_label(db, CLS_VM, "same", &rows, &n);
+    CHECK_INT(n, 1);
+    CHECK_STR(rows[0]->ref, "OpaqueRef:vm2");
+    n = 0;
+    db_lookup_name_label(db, CLS_VM, "other", &rows, &n);
+    CHECK_INT(n, 1);
+    db_read_unlock(db);
+
+    /* An aborted rename leaves the index as it was. */
+    txn = db_begin(db);
+    CHECK_INT(db_update(txn, CLS_VM, "OpaqueRef:vm2", F_VM_name_label,
+                        value_string("gone")), 0);
+    db_abort(txn);
+    n = 0;
+    db_read_lock(db);
+    db_lookup_name_label(db, CLS_VM, "same", &rows, &n);
+    CHECK_INT(n, 1);
+    n = 0;
+    db_lookup_name_label(db, CLS_VM, "gone", &rows, &n);
+    CHECK_INT(n, 0);
+    db_read_unlock(db);
+    free(rows);
+    db_close(db);
+}

@@ -1,0 +1,55 @@
+#!/bin/sh
+# run.sh — runs the benchmarks and prints their figures.  It never passes or
+# fails on a time; it exits non-zero only when something does not work.
+#
+# Usage: bench/run.sh [BUILD_DIR]
+#   Without BUILD_DIR it builds (optimised, no sanitizers) into build/ with
+#   scripts/build.sh.  With BUILD_DIR it uses that build, making sure
+#   xapi/xapi and bench/db-commit in it are up to date.
+#
+# What it runs (see bench/bench.py for the details):
+#   1. pool.get_all throughput with wrk -t2 -c8 -d10s over XML-RPC and
+#      JSON-RPC, beside nginx serving a static 200 to the same POSTs;
+#   2. VM.get_all_records with 10,000 VMs, end to end (bench/http-load.c);
+#   3. durable commits/s: VM.set_name_label from 1 and 8 writers, and the
+#      db-level bench/db-commit;
+#   4. the daemon's VmRSS/VmHWM along the way.
+# About 1.5 to 2 minutes after the build.  Needs root only to install
+# missing packages (scripts/install-deps.sh bench).
+set -e
+top=$(cd "$(dirname "$0")/.." && pwd)
+
+"$top/scripts/install-deps.sh" bench
+
+if [ $# -ge 1 ]; then
+    build=$(cd "$1" && pwd)
+    if [ -f "$build/Makefile" ]; then
+        make -s -C "$build" -j"$(nproc)" xapi/xapi bench/db-commit
+    fi
+else
+    build=$top/build
+    if ! "$top/scripts/build.sh" "$build"; then
+        # The whole tree did not build (a test may be mid-edit); the
+        # benchmarks need only the daemon and bench/db-commit.
+        echo "bench: full build failed; building xapi/xapi and bench/db-commit only" >&2
+        make -s -C "$build" -j"$(nproc)" xapi/xapi bench/db-commit
+    fi
+fi
+if [ ! -x "$build/xapi/xapi" ]; then
+    echo "bench: $build/xapi/xapi is missing" >&2
+    exit 1
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/xapi-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT INT TERM
+cc -O2 -pthread -o "$work/http-load" "$top/bench/http-load.c"
+
+echo "xapi benchmarks — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "tree:    $top ($(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'), working tree may hold uncommitted changes)"
+echo "build:   $build ($(grep -m1 '^CFLAGS = ' "$build/Makefile" 2>/dev/null | sed 's/^CFLAGS = //')$(grep -m1 '^SAN_CFLAGS = ..*' "$build/Makefile" >/dev/null 2>&1 && echo ', SANITIZERS ON'))"
+echo "machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)), $(awk '/MemTotal/ {printf "%.0f MB", $2/1024}' /proc/meminfo), kernel $(uname -r)"
+echo "disk:    $work on $(df -PT "$work" | awk 'NR==2 {print $2 " (" $1 ")"}')"
+echo
+
+python3 "$top/bench/bench.py" --build-dir "$build" --http-load "$work/http-load" \
+    --work-dir "$work"
