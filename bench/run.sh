@@ -41,7 +41,8 @@ if [ ! -x "$build/xapi/xapi" ]; then
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/xapi-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT INT TERM
+trap 'rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
 cc -O2 -pthread -o "$work/http-load" "$top/bench/http-load.c"
 
 echo "xapi benchmarks — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"

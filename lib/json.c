@@ -340,11 +340,11 @@ json_parse_number(struct json_parser *j, struct value **ret_v)
         }
     } else {
         for (; p < j->end && *p >= '0' && *p <= '9'; p++) {
-            unsigned d_ = *p - '0';
-            if (u > (UINT64_MAX - d_) / 10) {
+            unsigned digit = *p - '0';
+            if (u > (UINT64_MAX - digit) / 10) {
                 overflow = true;
             } else {
-                u = u * 10 + d_;
+                u = u * 10 + digit;
             }
         }
     }
@@ -436,6 +436,9 @@ struct_drop_duplicates(struct value *st)
             }
         }
     } else {
+        /* Open addressing; a slot holds a member's index + 1, 0 if free.
+         * Records of a few hundred fields need no allocation. */
+        size_t local[512];
         size_t size = 32, mask;
         size_t *slots;
 
@@ -443,7 +446,12 @@ struct_drop_duplicates(struct value *st)
             size *= 2;
         }
         mask = size - 1;
-        slots = xcalloc(size, sizeof *slots);   /* index + 1; 0 = free */
+        if (size <= ARRAY_SIZE(local)) {
+            slots = local;
+            memset(slots, 0, size * sizeof *slots);
+        } else {
+            slots = xcalloc(size, sizeof *slots);
+        }
         for (size_t i = 0; i < n; i++) {
             size_t h = hash_string(m[i].name, 0) & mask;
             while (slots[h] && strcmp(m[slots[h] - 1].name, m[i].name)) {
@@ -457,7 +465,9 @@ struct_drop_duplicates(struct value *st)
             }
             slots[h] = i + 1;
         }
-        free(slots);
+        if (slots != local) {
+            free(slots);
+        }
     }
     for (size_t i = 0; i < n; i++) {
         if (m[i].name) {

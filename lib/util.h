@@ -95,6 +95,11 @@ bool str_starts_with(const char *s, const char *prefix);
 int str_to_int64(const char *s, int64_t *ret_v);   /* whole string, base 10 */
 int str_to_double(const char *s, double *ret_v);
 uint64_t hash_bytes(const void *p, size_t n, uint64_t seed);
+/* True if s is valid UTF-8 holding only characters XML 1.0 allows (no C0
+ * controls other than tab, LF and CR; no surrogates, U+FFFE or U+FFFF).
+ * Strings stored through the API must pass, or an XML-RPC client could
+ * no longer read them back. */
+bool str_is_xml_text(const char *s, size_t n);
 static inline uint64_t hash_string(const char *s, uint64_t seed);
 
 #include <string.h>

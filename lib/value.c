@@ -179,6 +179,30 @@ value_struct(size_t cap)
 }
 
 struct value *
+value_struct_static(size_t cap)
+{
+    struct value *v = value_struct(cap);
+
+    v->u.st.static_names = true;
+    return v;
+}
+
+void
+value_struct_put_static(struct value *st, const char *name, struct value *v)
+{
+    if (st->type != VALUE_STRUCT || st->refcnt != 1 || !st->u.st.static_names) {
+        xabort("value_struct_put_static on an unsuitable value");
+    }
+    if (st->u.st.n == st->u.st.cap) {
+        st->u.st.cap = st->u.st.cap ? st->u.st.cap * 2 : 4;
+        st->u.st.m = xrealloc(st->u.st.m, st->u.st.cap * sizeof *st->u.st.m);
+    }
+    st->u.st.m[st->u.st.n].name = (char *) name;
+    st->u.st.m[st->u.st.n].v = v;
+    st->u.st.n++;
+}
+
+struct value *
 value_ref(struct value *v)
 {
     if (v && v->refcnt >= 0) {
@@ -205,7 +229,9 @@ value_unref(struct value *v)
         break;
     case VALUE_STRUCT:
         for (size_t i = 0; i < v->u.st.n; i++) {
-            free(v->u.st.m[i].name);
+            if (!v->u.st.static_names) {
+                free(v->u.st.m[i].name);
+            }
             value_unref(v->u.st.m[i].v);
         }
         free(v->u.st.m);
@@ -242,6 +268,9 @@ value_struct_put_n(struct value *st, const char *name, size_t len,
                    struct value *v)
 {
     assert_owned(st, VALUE_STRUCT);
+    if (st->u.st.static_names) {
+        xabort("copying a name into a struct of constant names");
+    }
     if (st->u.st.n == st->u.st.cap) {
         st->u.st.cap = st->u.st.cap ? st->u.st.cap * 2 : 4;
         st->u.st.m = xrealloc(st->u.st.m, st->u.st.cap * sizeof *st->u.st.m);
@@ -275,6 +304,9 @@ bool
 value_struct_remove(struct value *st, const char *name)
 {
     assert_owned(st, VALUE_STRUCT);
+    if (st->u.st.static_names) {
+        xabort("removing from a struct of constant names");
+    }
     for (size_t i = 0; i < st->u.st.n; i++) {
         if (!strcmp(st->u.st.m[i].name, name)) {
             free(st->u.st.m[i].name);

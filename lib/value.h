@@ -58,6 +58,7 @@ struct value {
         struct {
             struct value_member *m;
             size_t n, cap;
+            bool static_names;  /* names are borrowed constants */
         } st;
     } u;
 };
@@ -95,6 +96,12 @@ void value_array_append(struct value *arr, struct value *item);
 void value_struct_put(struct value *st, const char *name, struct value *v);
 void value_struct_put_n(struct value *st, const char *name, size_t len,
                         struct value *v);
+/* A struct whose member names are constants that outlive it (such as the
+ * datamodel's field names): building a 10,000-row get_all_records then
+ * copies no names.  Only value_struct_put_static() may add to it. */
+struct value *value_struct_static(size_t cap);
+void value_struct_put_static(struct value *st, const char *name,
+                             struct value *v);
 /* Replaces an existing member or appends; takes ownership of v. */
 void value_struct_set(struct value *st, const char *name, struct value *v);
 /* Removes a member if present; returns true if it was there. */

@@ -92,6 +92,7 @@ struct session *session_lookup(struct xapi *x, const char *ref);
 void session_unref(struct session *s);
 const char *session_ref(const struct session *s);
 unsigned session_roles(const struct session *s);
+bool session_is_superuser(const struct session *s);
 const char *session_user(const struct session *s);
 /* Expires idle sessions; called periodically. */
 void session_expire(struct xapi *x);
@@ -104,6 +105,7 @@ int session_set_root_password(struct xapi *x, const char *password,
  * start refreshes what the host reports. */
 int firstboot_init(struct xapi *x, char **ret_err);
 
+extern api_handler_fn api_vm_destroy;
 extern api_handler_fn api_session_login_with_password;
 extern api_handler_fn api_session_logout;
 extern api_handler_fn api_session_change_password;

@@ -14,6 +14,7 @@ struct handler_entry {
 };
 
 static const struct handler_entry handlers[] = {
+    { "VM.destroy", api_vm_destroy },
     { "session.change_password", api_session_change_password },
     { "session.get_all_subject_identifiers",
       api_session_get_all_subject_identifiers },

@@ -472,21 +472,22 @@ scan_header(struct http_parser *p, const char *b, size_t n)
      * protocol (a TLS ClientHello on the plain port) is refused at once
      * rather than after the idle timeout.  The full request-line check
      * below starts with the same test, so the result does not depend on
-     * how the bytes were split. */
+     * how the bytes were split, provided this one stops at the size
+     * limit: past it, a partial buffer can only give 431. */
     if (p->method_checked != SIZE_MAX) {
-        size_t i;
-        for (i = p->method_checked; i < n && b[i] != ' '; i++) {
+        size_t end = MIN(n, max), i;
+        for (i = p->method_checked; i < end && b[i] != ' '; i++) {
             if (!is_tchar(b[i])) {
                 return -EBADMSG;
             }
         }
-        if (i < n) {
+        if (i < end) {
             if (i == 0) {
                 return -EBADMSG;
             }
             p->method_checked = SIZE_MAX;
         } else {
-            p->method_checked = n;
+            p->method_checked = end;
         }
     }
 

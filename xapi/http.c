@@ -79,6 +79,10 @@
 #define MAX_EVENTS 256
 #define ACCEPT_BATCH 64
 
+/* A queued request waits this long for a busy worker before another
+ * worker is woken for it; see work_needs_wakeup(). */
+#define WORK_STALE_US 300
+
 enum ep_kind { EP_LISTENER, EP_CONN, EP_WAKE };
 
 struct listener {
@@ -135,6 +139,7 @@ struct http_exchange {
     struct http_server *srv;
     struct conn *conn;          /* loop thread only; NULL once closed */
     struct http_request req;
+    int64_t queued_us;          /* when the loop queued it for a worker */
     char *resp_head;            /* the head, and the body if copied */
     size_t resp_head_len;
     char *resp_body;            /* a body taken by http_respond_take() */
@@ -145,6 +150,13 @@ struct http_exchange {
 struct xqueue {
     struct http_exchange *head;
     struct http_exchange **tail;
+};
+
+struct worker {
+    struct http_server *srv;
+    pthread_t thread;
+    int64_t busy_since_us;      /* start of the current handler, or 0;
+                                   under work_mutex */
 };
 
 struct http_server {
@@ -167,7 +179,7 @@ struct http_server {
 
     pthread_t loop_thread;
     bool loop_started;
-    pthread_t *workers;
+    struct worker *workers;
     size_t n_workers_started;
 
     /* Loop to workers. */
@@ -175,6 +187,9 @@ struct http_server {
     pthread_cond_t work_cond;
     struct xqueue work;
     size_t n_idle_workers;      /* waiting on work_cond */
+    size_t n_awake_workers;     /* running a handler or looking for work */
+    size_t n_busy_workers;      /* running a handler */
+    size_t n_wakes_pending;     /* signalled, not yet running */
     bool work_stop;
 
     /* Any thread to the loop. */
@@ -189,8 +204,11 @@ struct http_server {
     struct conn *conns;
     size_t n_conns;
     struct conn *dead;          /* closed during this iteration */
-    int64_t now;
+    int64_t now;                /* ms, when epoll_wait() returned */
+    int64_t now_us;
     int64_t next_sweep;
+    bool work_waiting;          /* work queued that no worker was woken
+                                   for: look at it again soon */
     bool listeners_paused;
 };
 
@@ -683,6 +701,7 @@ conn_dispatch(struct conn *c, struct http_request *req, struct xqueue *batch)
     memcpy(x->req.peer, c->peer, sizeof x->req.peer);
     x->req.is_tls = c->is_tls;
     x->req.is_unix = c->is_unix;
+    x->queued_us = c->srv->now_us;
     c->inflight = x;
     c->state = CONN_BUSY;
     xqueue_push(batch, x);
@@ -1049,22 +1068,60 @@ drain_completions(struct http_server *srv, bool woken, struct xqueue *batch)
     return stopping;
 }
 
+/* Whether a sleeping worker should be woken for the queued work.
+ *
+ * Waking a thread costs a system call and a context switch, more than a
+ * trivial call itself, and a burst of such wakeups on a small machine
+ * makes threads fight for the cores.  So no worker is woken while one is
+ * likely to take the work soon: an awake worker between handlers, or one
+ * that started its handler less than WORK_STALE_US ago (most calls are
+ * short).  Workers that have been in their handler longer are probably
+ * blocked (a synchronous VM.start, a disk write), so they do not count.
+ * And once the oldest queued request has waited WORK_STALE_US, another
+ * worker is woken regardless, which is how a backlog spreads over cores. */
+static bool
+work_needs_wakeup(const struct http_server *srv)
+{
+    int64_t now = srv->now_us;
+
+    if (!srv->work.head || srv->n_idle_workers <= srv->n_wakes_pending) {
+        return false;
+    }
+    if (srv->n_wakes_pending
+        || srv->n_awake_workers > srv->n_busy_workers) {
+        return now - srv->work.head->queued_us >= WORK_STALE_US;
+    }
+    for (size_t i = 0; i < srv->n_workers_started; i++) {
+        int64_t since = srv->workers[i].busy_since_us;
+        if (since && now - since < WORK_STALE_US) {
+            return now - srv->work.head->queued_us >= WORK_STALE_US;
+        }
+    }
+    return true;
+}
+
+/* Queues new requests and wakes a worker if one is needed.  The loop
+ * looks again within a millisecond while work is queued that nobody was
+ * woken for. */
 static void
 submit_work(struct http_server *srv, struct xqueue *batch)
 {
-    size_t n = 0, wake;
+    bool wake;
 
-    for (struct http_exchange *x = batch->head; x; x = x->next) {
-        n++;
-    }
     pthread_mutex_lock(&srv->work_mutex);
     xqueue_append(&srv->work, batch);
-    wake = MIN(n, srv->n_idle_workers);
+    wake = work_needs_wakeup(srv);
+    if (wake) {
+        srv->n_wakes_pending++;
+    }
+    /* With no worker left to wake, there is nothing to look at again: a
+     * worker finishing its handler takes the next request itself. */
+    srv->work_waiting = srv->work.head && !wake
+                        && srv->n_idle_workers > srv->n_wakes_pending;
     pthread_mutex_unlock(&srv->work_mutex);
-    /* Signalled after unlocking, so that a woken worker does not block
-     * at once on the mutex we hold.  A worker that was not waiting when
-     * we counted checks the queue before it waits. */
-    while (wake--) {
+    /* Signalled after unlocking, so that the woken worker does not block
+     * at once on the mutex we hold. */
+    if (wake) {
         pthread_cond_signal(&srv->work_cond);
     }
 }
@@ -1096,7 +1153,8 @@ loop_main(void *srv_)
     struct epoll_event evs[MAX_EVENTS];
     bool stopping = false;
 
-    srv->now = time_mono_ms();
+    srv->now_us = time_mono_us();
+    srv->now = srv->now_us / 1000;
     srv->next_sweep = srv->now + sweep_interval_ms(srv);
     while (!stopping) {
         struct xqueue batch;
@@ -1106,6 +1164,8 @@ loop_main(void *srv_)
 
         if (!loop_may_sleep(srv)) {
             timeout = 0;
+        } else if (srv->work_waiting) {
+            timeout = MIN(timeout, 1);
         }
         n = epoll_wait(srv->epfd, evs, MAX_EVENTS, timeout);
 
@@ -1116,7 +1176,8 @@ loop_main(void *srv_)
             LOG_ERR("http: epoll_wait: %s", strerror(errno));
             break;
         }
-        srv->now = time_mono_ms();
+        srv->now_us = time_mono_us();
+        srv->now = srv->now_us / 1000;
         xqueue_init(&batch);
 
         /* Read everything that is ready first, then write responses, then
@@ -1136,7 +1197,7 @@ loop_main(void *srv_)
             }
         }
         stopping = drain_completions(srv, wake, &batch);
-        if (batch.head) {
+        if (batch.head || srv->work_waiting) {
             submit_work(srv, &batch);
         }
         if (srv->now >= srv->next_sweep) {
@@ -1153,18 +1214,25 @@ loop_main(void *srv_)
 }
 
 static void *
-worker_main(void *srv_)
+worker_main(void *w_)
 {
-    struct http_server *srv = srv_;
+    struct worker *w = w_;
+    struct http_server *srv = w->srv;
 
     pthread_mutex_lock(&srv->work_mutex);
+    srv->n_awake_workers++;
     for (;;) {
         struct http_exchange *x;
 
         while (!srv->work.head && !srv->work_stop) {
+            srv->n_awake_workers--;
             srv->n_idle_workers++;
             pthread_cond_wait(&srv->work_cond, &srv->work_mutex);
             srv->n_idle_workers--;
+            srv->n_awake_workers++;
+            if (srv->n_wakes_pending) {
+                srv->n_wakes_pending--;
+            }
         }
         if (srv->work_stop) {
             break;
@@ -1175,10 +1243,17 @@ worker_main(void *srv_)
             srv->work.tail = &srv->work.head;
         }
         x->next = NULL;
+        w->busy_since_us = time_mono_us();
+        srv->n_busy_workers++;
         pthread_mutex_unlock(&srv->work_mutex);
+
         srv->handler(x, srv->handler_aux);
+
         pthread_mutex_lock(&srv->work_mutex);
+        w->busy_since_us = 0;
+        srv->n_busy_workers--;
     }
+    srv->n_awake_workers--;
     pthread_mutex_unlock(&srv->work_mutex);
     return NULL;
 }
@@ -1503,7 +1578,9 @@ http_server_start(const struct http_server_config *cfg,
 
     srv->workers = xcalloc(srv->n_workers, sizeof *srv->workers);
     for (size_t i = 0; i < srv->n_workers; i++) {
-        r = pthread_create(&srv->workers[i], NULL, worker_main, srv);
+        srv->workers[i].srv = srv;
+        r = pthread_create(&srv->workers[i].thread, NULL, worker_main,
+                           &srv->workers[i]);
         if (r) {
             rc = -r;
             err = xasprintf("pthread_create: %s", strerror(r));
@@ -1561,7 +1638,7 @@ http_server_stop(struct http_server *srv)
     pthread_cond_broadcast(&srv->work_cond);
     pthread_mutex_unlock(&srv->work_mutex);
     for (size_t i = 0; i < srv->n_workers_started; i++) {
-        pthread_join(srv->workers[i], NULL);
+        pthread_join(srv->workers[i].thread, NULL);
     }
 
     /* The loop is gone, so its state is ours.  Closing a connection
@@ -1726,7 +1803,7 @@ http_tls_ensure_cert(const char *cert_file, const char *key_file,
                      const char *hostname, char **ret_err)
 {
     struct ds key_pem = DS_EMPTY, cert_pem = DS_EMPTY;
-    bool same_file = !strcmp(cert_file, key_file);
+    bool same_file;
     unsigned char serial[16];
     char host_buf[256], cn[65];
     size_t cn_len;
@@ -1737,9 +1814,15 @@ http_tls_ensure_cert(const char *cert_file, const char *key_file,
     const char *what = NULL;
     int rc;
 
+    if (!cert_file || !key_file) {
+        return -EINVAL;
+    }
     if (access(cert_file, F_OK) == 0 && access(key_file, F_OK) == 0) {
         return 0;
     }
+    /* XenServer keeps both in one file (xapi-ssl.pem); then it gets the
+     * key's mode. */
+    same_file = !strcmp(cert_file, key_file);
     if (!hostname) {
         if (gethostname(host_buf, sizeof host_buf) < 0) {
             strcpy(host_buf, "localhost");

@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -206,6 +208,21 @@ main(int argc, char *argv[])
         fprintf(stderr, "xapi: cannot create %s: %s\n", o.state_dir,
                 strerror(errno));
         return 1;
+    }
+    /* One daemon per state directory: a second one would replace the
+     * first one's socket and diverge from its database. */
+    {
+        char *lock = xasprintf("%s/xapi.lock", o.state_dir);
+        int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB)) {
+            fprintf(stderr, "xapi: %s: %s\n", lock,
+                    errno == EWOULDBLOCK
+                    ? "another xapi is using this state directory"
+                    : strerror(errno));
+            free(lock);
+            return 1;
+        }
+        free(lock);     /* the descriptor stays open, holding the lock */
     }
     x.state_dir = o.state_dir;
     x.root_hash_file = xasprintf("%s/root.passwd", o.state_dir);

@@ -29,6 +29,7 @@ struct session {
     char *user;
     char *originator;
     unsigned roles;
+    bool superuser;             /* the local root account */
     int64_t last_active_ms;     /* atomic */
     int64_t synced_active_ms;   /* last value written to the row */
     bool dead;
@@ -113,6 +114,12 @@ unsigned
 session_roles(const struct session *s)
 {
     return s->roles;
+}
+
+bool
+session_is_superuser(const struct session *s)
+{
+    return s->superuser;
 }
 
 const char *
@@ -282,6 +289,7 @@ api_session_login_with_password(struct api_ctx *ctx, struct value **args,
     s->user = xstrdup(user);
     s->originator = xstrdup(originator);
     s->roles = 0x7f;    /* the local superuser holds every role */
+    s->superuser = true;
     s->last_active_ms = s->synced_active_ms = time_wall_ms();
     uuid_generate(uuid);
 

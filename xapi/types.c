@@ -113,7 +113,7 @@ static int
 coerce_key(const struct api_type *t, const char *key, struct ds *out)
 {
     struct value *in = value_string(key), *v = NULL;
-    int rc = api_coerce(t, in, &v);
+    int rc = str_is_xml_text(key, strlen(key)) ? api_coerce(t, in, &v) : -EINVAL;
 
     if (!rc) {
         if (v->type == VALUE_INT) {
@@ -148,7 +148,8 @@ api_coerce(const struct api_type *t, struct value *in, struct value **ret_out)
         return 0;
     case API_STRING:
     case API_REF:
-        if (in->type != VALUE_STRING) {
+        if (in->type != VALUE_STRING
+            || !str_is_xml_text(in->u.str.s, in->u.str.len)) {
             return -EINVAL;
         }
         *ret_out = value_ref(in);

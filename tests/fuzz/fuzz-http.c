@@ -141,6 +141,10 @@ run_split(const uint8_t *data, size_t size, uint8_t mode,
             memcpy(copy, data + start, avail);
             rc = http_parser_feed(&p, copy, avail, &consumed, &req);
             free(copy);
+            if (rc == HTTP_PARSE_NEED_MORE) {
+                /* As the server asks after each read. */
+                http_parser_wants_continue(&p);
+            }
             if (consumed > avail) {
                 __builtin_trap();
             }

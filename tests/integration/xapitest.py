@@ -20,7 +20,6 @@ gives the datamodel).  Python standard library only.
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -109,6 +108,14 @@ class Tap:
             return False
         except AssertionError as e:
             return self.check(name, False, str(e) or traceback.format_exc())
+        except XenAPIError as e:
+            where = traceback.extract_tb(e.__traceback__)
+            here = [f for f in where if not f.filename.endswith('xapitest.py')]
+            f = (here or where)[-1]
+            return self.check(name, False, 'unexpected XenAPI error %r\nat '
+                              '%s:%d: %s' % (e.details,
+                                             os.path.basename(f.filename),
+                                             f.lineno, f.line))
         except Exception:
             return self.check(name, False, traceback.format_exc())
         return self.check(name, True)
@@ -364,8 +371,9 @@ class Daemon:
         while True:
             with open(self.out_path, 'rb') as f:
                 text = f.read().decode('utf-8', 'replace')
-            line = next((l for l in text.split('\n')
-                         if l.startswith('xapi ready') and '\n' in text), None)
+            # complete lines only: the last piece may still be written
+            line = next((l for l in text.split('\n')[:-1]
+                         if l.startswith('xapi ready')), None)
             if line:
                 break
             if self.proc.poll() is not None:
@@ -526,11 +534,14 @@ class Daemon:
 def finish_daemon(d, label='xapi'):
     """Stops the daemon with SIGTERM and reports that it exited cleanly and
     that its log has no sanitizer report."""
-    was_running = d.running()
+    started = d.proc is not None       # not stopped or killed by a test
+    crashed = started and not d.running()
     rc = d.stop()
-    if was_running:
-        check('test_%s_exits_cleanly_on_sigterm' % label, rc == 0,
-              'exit status %r; log tail:\n%s' % (rc, d.log_tail()))
+    if started:
+        check('test_%s_exits_cleanly_on_sigterm' % label, rc == 0
+              and not crashed, '%s exit status %r; log tail:\n%s'
+              % ('it had died before the end:' if crashed else '', rc,
+                 d.log_tail()))
     reports = d.sanitizer_reports()
     check('test_%s_log_has_no_sanitizer_report' % label, not reports,
           '\n----\n'.join(reports[:5]))
