@@ -411,72 +411,6 @@ out:
     return rc;
 }
 
-/* Removes struct members whose name occurs again later, so that the last
- * of duplicated keys wins.  Large objects use a hash table: a request with
- * a few million keys must not cost quadratic time.  xmlrpc.c has the same
- * function; the two codecs are linked independently. */
-static void
-struct_drop_duplicates(struct value *st)
-{
-    struct value_member *m = st->u.st.m;
-    size_t n = st->u.st.n, kept = 0;
-
-    if (n < 2) {
-        return;
-    }
-    if (n <= 16) {
-        for (size_t i = 0; i < n; i++) {
-            for (size_t k = i + 1; k < n; k++) {
-                if (!strcmp(m[i].name, m[k].name)) {
-                    free(m[i].name);
-                    value_unref(m[i].v);
-                    m[i].name = NULL;
-                    break;
-                }
-            }
-        }
-    } else {
-        /* Open addressing; a slot holds a member's index + 1, 0 if free.
-         * Records of a few hundred fields need no allocation. */
-        size_t local[512];
-        size_t size = 32, mask;
-        size_t *slots;
-
-        while (size < 2 * n) {
-            size *= 2;
-        }
-        mask = size - 1;
-        if (size <= ARRAY_SIZE(local)) {
-            slots = local;
-            memset(slots, 0, size * sizeof *slots);
-        } else {
-            slots = xcalloc(size, sizeof *slots);
-        }
-        for (size_t i = 0; i < n; i++) {
-            size_t h = hash_string(m[i].name, 0) & mask;
-            while (slots[h] && strcmp(m[slots[h] - 1].name, m[i].name)) {
-                h = (h + 1) & mask;
-            }
-            if (slots[h]) {
-                struct value_member *old = &m[slots[h] - 1];
-                free(old->name);
-                value_unref(old->v);
-                old->name = NULL;
-            }
-            slots[h] = i + 1;
-        }
-        if (slots != local) {
-            free(slots);
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (m[i].name) {
-            m[kept++] = m[i];
-        }
-    }
-    st->u.st.n = kept;
-}
-
 static int json_parse_value(struct json_parser *j, struct value **ret_v);
 
 static int
@@ -580,7 +514,7 @@ json_parse_object(struct json_parser *j, struct value **ret_v)
             goto out;
         }
     }
-    struct_drop_duplicates(st);
+    value_struct_drop_duplicates(st);
     *ret_v = st;
     st = NULL;
     rc = 0;

@@ -320,6 +320,70 @@ value_struct_remove(struct value *st, const char *name)
     return false;
 }
 
+/* Large structs use a hash table: a request with a few million keys must
+ * not cost quadratic time. */
+void
+value_struct_drop_duplicates(struct value *st)
+{
+    struct value_member *m = st->u.st.m;
+    size_t n = st->u.st.n, kept = 0;
+
+    if (n < 2 || st->u.st.static_names) {
+        return;
+    }
+    if (n <= 16) {
+        for (size_t i = 0; i < n; i++) {
+            for (size_t k = i + 1; k < n; k++) {
+                if (!strcmp(m[i].name, m[k].name)) {
+                    free(m[i].name);
+                    value_unref(m[i].v);
+                    m[i].name = NULL;
+                    break;
+                }
+            }
+        }
+    } else {
+        /* Open addressing; a slot holds a member's index + 1, 0 if free.
+         * Records of a few hundred fields need no allocation. */
+        size_t local[512];
+        size_t size = 32, mask;
+        size_t *slots;
+
+        while (size < 2 * n) {
+            size *= 2;
+        }
+        mask = size - 1;
+        if (size <= ARRAY_SIZE(local)) {
+            slots = local;
+            memset(slots, 0, size * sizeof *slots);
+        } else {
+            slots = xcalloc(size, sizeof *slots);
+        }
+        for (size_t i = 0; i < n; i++) {
+            size_t h = hash_string(m[i].name, 0) & mask;
+            while (slots[h] && strcmp(m[slots[h] - 1].name, m[i].name)) {
+                h = (h + 1) & mask;
+            }
+            if (slots[h]) {
+                struct value_member *old = &m[slots[h] - 1];
+                free(old->name);
+                value_unref(old->v);
+                old->name = NULL;
+            }
+            slots[h] = i + 1;
+        }
+        if (slots != local) {
+            free(slots);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].name) {
+            m[kept++] = m[i];
+        }
+    }
+    st->u.st.n = kept;
+}
+
 struct value *
 value_struct_get(const struct value *st, const char *name)
 {

@@ -107,6 +107,10 @@ void value_struct_set(struct value *st, const char *name, struct value *v);
 /* Removes a member if present; returns true if it was there. */
 bool value_struct_remove(struct value *st, const char *name);
 
+/* Removes members whose name occurs again later, so that the last of
+ * duplicated keys wins (what both decoders do with repeated keys). */
+void value_struct_drop_duplicates(struct value *st);
+
 /* Lookups return borrowed pointers or NULL. */
 struct value *value_struct_get(const struct value *st, const char *name);
 const char *value_struct_get_string(const struct value *st, const char *name);
