@@ -32,6 +32,13 @@ struct xapi {
 
 struct session;
 
+/* Receives the outcome of a call: exactly one of result and error is
+ * non-NULL, and the callee takes both references. */
+typedef void api_done_fn(void *aux, struct value *result,
+                         struct value *error);
+
+#define API_MAX_PARAMS 32
+
 /* One API call in progress. */
 struct api_ctx {
     struct xapi *x;
@@ -40,11 +47,18 @@ struct api_ctx {
     struct session *session;    /* NULL for session-less messages */
     const char *peer;           /* client address for logs and audit */
     struct value *error;        /* set by api_fail: [CODE, params...] */
+    char task[48];              /* the task of an Async call, or "" */
+    api_done_fn *done;          /* where the answer goes */
+    void *done_aux;
+    bool deferred;              /* api_defer() was called */
 };
 
 /* Handlers receive the coerced arguments (args[0] is the session ref when
  * the message has one) and return 0 with *ret_result set, or -1 after
- * calling api_fail().  They never free args. */
+ * calling api_fail(), or API_DEFERRED after api_defer() when the answer
+ * comes later (a long poll must not hold a worker thread).  They never free
+ * args (a deferred handler takes references to what it keeps). */
+#define API_DEFERRED 1
 typedef int api_handler_fn(struct api_ctx *ctx, struct value **args,
                            struct value **ret_result);
 
@@ -67,10 +81,35 @@ struct value *api_row_record(const struct db_row *row);
 
 /* Dispatches one call: finds the message, checks the parameter count,
  * the session and its roles, coerces the arguments and runs the handler.
- * Returns a success value (*ret_result) or a failure array (*ret_error). */
+ * The outcome goes to done, now or later from another thread.  An Async
+ * call answers its task ref at once and runs on the task executor. */
 void api_dispatch(struct xapi *x, const char *method, struct value *params,
-                  const char *peer, struct value **ret_result,
-                  struct value **ret_error);
+                  const char *peer, api_done_fn *done, void *done_aux);
+
+/* Deferred answers: a handler calls api_defer(), returns API_DEFERRED, and
+ * later calls api_complete() exactly once from any thread (which takes the
+ * references to result/error). */
+struct api_deferred;
+struct api_deferred *api_defer(struct api_ctx *ctx);
+void api_complete(struct api_deferred *d, struct value *result,
+                  struct value *error);
+
+/* Called after every call that ran its handler (not deferred ones, which
+ * report through api_complete), with its arguments and outcome; the audit
+ * log hangs here.  NULL when nobody listens. */
+typedef void api_call_hook_fn(struct api_ctx *ctx, struct value **args,
+                              const struct value *result,
+                              const struct value *error);
+extern api_call_hook_fn *api_call_hook;
+
+/* Tasks (task.c). */
+int task_create_for_call(struct api_ctx *ctx, char *ret_ref);
+void task_submit(struct xapi *x, void (*fn)(void *aux), void *aux);
+void task_started(struct xapi *x, const char *task_ref);
+void task_complete_ref(const char *task_ref, struct value *result,
+                       struct value *error);
+int task_executor_start(struct xapi *x, size_t n_threads);
+void task_executor_stop(struct xapi *x);
 
 /* The HTTP handler for the RPC endpoints (POST / and /RPC2 for XML-RPC,
  * /jsonrpc and /json for JSON-RPC, OPTIONS for CORS); aux is the struct
@@ -78,7 +117,14 @@ void api_dispatch(struct xapi *x, const char *method, struct value *params,
 struct http_exchange;
 void rpc_http_handler(struct http_exchange *hx, void *aux);
 
-/* Handler registry: handlers.c lists the hand-written messages. */
+/* Handler registry (handlers.c): every module with hand-written messages
+ * exports a table ended by { NULL, NULL }. */
+struct api_handler_entry {
+    const char *name;           /* "VM.destroy" */
+    api_handler_fn *fn;
+};
+extern const struct api_handler_entry events_handlers[];  /* events.c */
+extern const struct api_handler_entry rbac_handlers[];    /* rbac.c */
 api_handler_fn *api_find_handler(const char *name);
 /* Runs the generic implementation of a generated message. */
 int api_generic(struct api_ctx *ctx, struct value **args,
@@ -100,12 +146,44 @@ void session_expire(struct xapi *x);
 int session_set_root_password(struct xapi *x, const char *password,
                               char **ret_err);
 
+/* Events (events.c): event.from, inject, the legacy register/next, fed by
+ * the database's commit hook.  Started before the listeners. */
+int events_init(struct xapi *x);
+void events_shutdown(struct xapi *x);
+
+/* RBAC and external authentication (rbac.c): the roles and their
+ * permissions, subjects, PAM.  rbac_init creates the role rows. */
+int rbac_init(struct xapi *x);
+
+/* Audit log (audit.c): every call that changes something, and every
+ * login, appended to STATE_DIR/audit.log as a hash chain. */
+int audit_init(struct xapi *x);
+void audit_shutdown(struct xapi *x);
+void audit_login(struct xapi *x, const char *user, const char *originator,
+                 const char *peer, bool ok);
+/* GET /audit_log?session_id=...&since=... */
+void audit_http_handler(struct http_exchange *hx, struct xapi *x);
+
 /* First start (firstboot.c): creates the pool, this host and its
  * records, and the control domain when the database is empty; on every
  * start refreshes what the host reports. */
 int firstboot_init(struct xapi *x, char **ret_err);
 
 extern api_handler_fn api_vm_destroy;
+extern api_handler_fn api_task_create;
+extern api_handler_fn api_task_destroy;
+extern api_handler_fn api_task_cancel;
+extern api_handler_fn api_task_set_status;
+extern api_handler_fn api_task_set_progress_msg;
+extern api_handler_fn api_task_set_result;
+extern api_handler_fn api_task_set_error_info;
+
+/* For long work running as a task: report progress (0..1) and check at
+ * safe points whether the client asked to cancel (then fail with
+ * TASK_CANCELLED [task]).  No-ops outside a task. */
+void api_task_set_progress(struct api_ctx *ctx, double progress);
+bool api_task_cancelled(struct api_ctx *ctx);
+void task_session_ended(struct xapi *x, const char *session);
 extern api_handler_fn api_session_login_with_password;
 extern api_handler_fn api_session_logout;
 extern api_handler_fn api_session_change_password;

@@ -15,8 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/sha.h>
-
 #include "xenops/xenops.h"
 
 #define API_VERSION_MAJOR 2
@@ -218,67 +216,6 @@ create_everything(struct xapi *x, const struct xenops_host_info *info,
     return db_commit(txn);
 }
 
-/* The six roles of XenAPI.  pool-admin has the fixed reference every
- * XenAPI client knows (the default of subject.roles); the others get
- * references derived from their names, so they are the same on every host
- * of every pool.  Their permissions (subroles) arrive with RBAC. */
-static const struct {
-    const char *name;
-    const char *description;
-} roles[] = {
-    { "pool-admin", "Can do everything, including changing roles and users." },
-    { "pool-operator", "Can manage the pool and its hosts, but not users or roles." },
-    { "vm-power-admin", "Can create and manage VMs, including their placement and migration." },
-    { "vm-admin", "Can create, change and delete VMs and their devices." },
-    { "vm-operator", "Can start, stop and use existing VMs." },
-    { "read-only", "Can look at everything and change nothing." },
-};
-
-static void
-role_uuid(const char *name, char *buf)
-{
-    unsigned char md[SHA256_DIGEST_LENGTH];
-
-    if (!strcmp(name, "pool-admin")) {
-        strcpy(buf, "0165f154-ba3e-034e-6b27-5d271af109ba");
-        return;
-    }
-    SHA256((const unsigned char *) name, strlen(name), md);
-    md[6] = (md[6] & 0x0f) | 0x50;     /* a name-based uuid */
-    md[8] = (md[8] & 0x3f) | 0x80;
-    snprintf(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-             "%02x%02x%02x%02x%02x%02x", md[0], md[1], md[2], md[3], md[4],
-             md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12],
-             md[13], md[14], md[15]);
-}
-
-/* Creates any of the roles that is missing. */
-static int
-ensure_roles(struct xapi *x)
-{
-    struct db_txn *txn = db_begin(x->db);
-    int rc = 0;
-
-    for (size_t i = 0; i < ARRAY_SIZE(roles) && !rc; i++) {
-        char uuid[40], ref[48];
-        struct value **f;
-        role_uuid(roles[i].name, uuid);
-        snprintf(ref, sizeof ref, "OpaqueRef:%s", uuid);
-        if (db_lookup(x->db, CLS_role, ref)) {
-            continue;
-        }
-        f = new_fields(CLS_role, uuid);
-        f[F_role_name_label] = value_string(roles[i].name);
-        f[F_role_name_description] = value_string(roles[i].description);
-        rc = insert(txn, CLS_role, ref, f);
-    }
-    if (rc) {
-        db_abort(txn);
-        return rc;
-    }
-    return db_commit(txn);
-}
-
 /* Updates what the host reports about itself on every start. */
 static int
 refresh_host(struct xapi *x, const struct xenops_host_info *info)
@@ -391,7 +328,7 @@ firstboot_init(struct xapi *x, char **ret_err)
             goto out;
         }
     }
-    rc = ensure_roles(x);
+    rc = rbac_init(x);
     if (rc) {
         *ret_err = xasprintf("cannot create the roles: %s", strerror(-rc));
     }

@@ -257,6 +257,14 @@ main(int argc, char *argv[])
             goto fail;
         }
     }
+    if (task_executor_start(&x, o.workers)) {
+        err = xstrdup("cannot start the task executor");
+        goto fail;
+    }
+    if (events_init(&x) || audit_init(&x)) {
+        err = xstrdup("cannot start the event or audit subsystems");
+        goto fail;
+    }
     cfg.listeners = listeners;
     cfg.n_listeners = n;
     cfg.tls_cert_file = cert;
@@ -310,6 +318,9 @@ fail:
     fprintf(stderr, "xapi: %s\n", err ? err : "start-up failed");
 out:
     http_server_stop(srv);
+    task_executor_stop(&x);
+    events_shutdown(&x);
+    audit_shutdown(&x);
     session_table_destroy(x.sessions);
     db_close(x.db);
     xenops_close(x.xenops);

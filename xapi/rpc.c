@@ -186,21 +186,139 @@ coerce_args(struct api_ctx *ctx, struct value *params, struct value **args)
     return 0;
 }
 
+/* A call whose answer comes later (see api_defer). */
+struct api_deferred {
+    api_done_fn *done;
+    void *done_aux;
+    char *method;
+};
+
+struct api_deferred *
+api_defer(struct api_ctx *ctx)
+{
+    struct api_deferred *d = xcalloc(1, sizeof *d);
+
+    d->done = ctx->done;
+    d->done_aux = ctx->done_aux;
+    d->method = xstrdup(ctx->method);
+    ctx->deferred = true;
+    return d;
+}
+
+void
+api_complete(struct api_deferred *d, struct value *result, struct value *error)
+{
+    if (!error && !result) {
+        result = value_empty_string();
+    }
+    d->done(d->done_aux, error ? NULL : result, error);
+    if (error) {
+        value_unref(result);
+    }
+    free(d->method);
+    free(d);
+}
+
+/* An Async call: the arguments are checked now, the work runs later on the
+ * task executor (task.c) and its outcome lands in the task record. */
+struct async_job {
+    struct xapi *x;
+    const struct api_message *msg;
+    char *method;
+    char *peer;
+    struct session *session;
+    struct value *args[API_MAX_PARAMS];
+    char task_ref[48];
+};
+
+static void run_handler(struct api_ctx *ctx, struct value **args,
+                        struct value **ret_result);
+
+static void
+async_task_done(void *aux, struct value *result, struct value *error)
+{
+    char *task_ref = aux;
+
+    task_complete_ref(task_ref, result, error);
+    value_unref(result);
+    value_unref(error);
+    free(task_ref);
+}
+
+static void
+async_job_run(void *aux)
+{
+    struct async_job *job = aux;
+    struct api_ctx ctx = {
+        .x = job->x, .msg = job->msg, .method = job->method,
+        .session = job->session, .peer = job->peer,
+        .done = async_task_done, .done_aux = xstrdup(job->task_ref),
+    };
+    struct value *result = NULL;
+
+    snprintf(ctx.task, sizeof ctx.task, "%s", job->task_ref);
+    task_started(job->x, job->task_ref);
+    run_handler(&ctx, job->args, &result);
+    if (!ctx.deferred) {
+        async_task_done(ctx.done_aux, ctx.error ? NULL : result, ctx.error);
+        if (ctx.error) {
+            value_unref(result);
+        }
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(job->args); i++) {
+        value_unref(job->args[i]);
+    }
+    session_unref(job->session);
+    free(job->method);
+    free(job->peer);
+    free(job);
+}
+
+/* Runs the handler of ctx->msg; on return either ctx->error is set, or
+ * *ret_result is, or the call was deferred. */
+static void
+run_handler(struct api_ctx *ctx, struct value **args, struct value **ret_result)
+{
+    api_handler_fn *fn = api_find_handler(ctx->msg->name);
+    int rc;
+
+    if (fn) {
+        rc = fn(ctx, args, ret_result);
+    } else if (ctx->msg->kind != MSG_CUSTOM) {
+        rc = api_generic(ctx, args, ret_result);
+    } else {
+        rc = api_fail(ctx, ERR_NOT_IMPLEMENTED, ctx->msg->name);
+    }
+    if (rc == API_DEFERRED) {
+        if (!ctx->deferred) {
+            api_fail_internal(ctx, "handler deferred without api_defer");
+        }
+        return;
+    }
+    if (rc && !ctx->error) {
+        api_fail_internal(ctx, "handler failed without an error");
+    }
+    if (api_call_hook) {
+        api_call_hook(ctx, args, ctx->error ? NULL : *ret_result, ctx->error);
+    }
+}
+
+api_call_hook_fn *api_call_hook;
+
 void
 api_dispatch(struct xapi *x, const char *method, struct value *params,
-             const char *peer, struct value **ret_result,
-             struct value **ret_error)
+             const char *peer, api_done_fn *done, void *done_aux)
 {
-    struct api_ctx ctx = { .x = x, .method = method, .peer = peer };
-    struct value *args[32] = { NULL };
+    struct api_ctx ctx = { .x = x, .method = method, .peer = peer,
+                           .done = done, .done_aux = done_aux };
+    struct value *args[API_MAX_PARAMS] = { NULL };
     struct value *result = NULL;
     const char *name = method;
     bool async = false;
-    api_handler_fn *fn;
-    int idx, rc = -1;
+    int idx;
 
     if (!strcmp(method, "system.listMethods")) {
-        *ret_result = list_methods();
+        done(done_aux, list_methods(), NULL);
         return;
     }
     if (str_starts_with(method, "Async.")) {
@@ -248,37 +366,42 @@ api_dispatch(struct xapi *x, const char *method, struct value *params,
         goto out;
     }
     if (async) {
-        /* Tasks arrive with the task engine; until then an Async call says
-         * so plainly rather than running synchronously. */
-        api_fail(&ctx, ERR_NOT_IMPLEMENTED, method);
+        struct async_job *job = xcalloc(1, sizeof *job);
+        if (task_create_for_call(&ctx, job->task_ref)) {
+            free(job);
+            goto out;
+        }
+        job->x = x;
+        job->msg = ctx.msg;
+        job->method = xstrdup(method);
+        job->peer = xstrdup(peer);
+        job->session = ctx.session;
+        ctx.session = NULL;
+        memcpy(job->args, args, sizeof args);
+        memset(args, 0, sizeof args);
+        result = value_string(job->task_ref);
+        task_submit(x, async_job_run, job);
         goto out;
     }
-    fn = api_find_handler(ctx.msg->name);
-    if (fn) {
-        rc = fn(&ctx, args, &result);
-    } else if (ctx.msg->kind != MSG_CUSTOM) {
-        rc = api_generic(&ctx, args, &result);
-    } else {
-        rc = api_fail(&ctx, ERR_NOT_IMPLEMENTED, ctx.msg->name);
-    }
-    if (rc && !ctx.error) {
-        api_fail_internal(&ctx, "handler failed without an error");
-    }
+    run_handler(&ctx, args, &result);
 out:
     for (size_t i = 0; i < ARRAY_SIZE(args); i++) {
         value_unref(args[i]);
     }
     session_unref(ctx.session);
+    if (ctx.deferred && !ctx.error) {
+        return;     /* the handler answers later through api_complete */
+    }
     if (ctx.error) {
         value_unref(result);
-        *ret_error = ctx.error;
         if (log_enabled(LOG_LVL_DEBUG)) {
             char *t = value_to_text(ctx.error);
             LOG_DBG("%s %s -> %s", peer, method, t);
             free(t);
         }
+        done(done_aux, NULL, ctx.error);
     } else {
-        *ret_result = result ? result : value_empty_string();
+        done(done_aux, result ? result : value_empty_string(), NULL);
     }
 }
 
@@ -333,13 +456,83 @@ respond_text(struct http_exchange *hx, int status, const char *text)
                  strlen(text));
 }
 
+/* How to answer one RPC over HTTP once its result is known. */
+struct rpc_reply {
+    struct http_exchange *hx;
+    bool json;
+    bool json_v2;
+    bool plain;             /* system.* over XML-RPC: no envelope */
+    struct value *id;       /* JSON-RPC id */
+};
+
+static void
+rpc_reply_done(void *aux, struct value *result, struct value *error)
+{
+    struct rpc_reply *r = aux;
+    struct ds out = DS_EMPTY;
+    size_t len;
+
+    ds_reserve(&out, 256);
+    if (result) {
+        presize(&out, result, !r->json);
+    }
+    if (!r->json) {
+        if (error) {
+            xmlrpc_write_failure(&out, error);
+        } else if (r->plain) {
+            xmlrpc_write_plain(&out, result);
+        } else {
+            xmlrpc_write_success(&out, result);
+        }
+    } else {
+        ds_put_char(&out, '{');
+        if (r->json_v2) {
+            ds_put_cstr(&out, "\"jsonrpc\":\"2.0\",");
+            if (error) {
+                ds_put_cstr(&out, "\"error\":{\"code\":1,\"message\":");
+                json_write(&out, error->u.arr.items[0]);
+                ds_put_cstr(&out, ",\"data\":[");
+                for (size_t i = 1; i < error->u.arr.n; i++) {
+                    if (i > 1) {
+                        ds_put_char(&out, ',');
+                    }
+                    json_write(&out, error->u.arr.items[i]);
+                }
+                ds_put_cstr(&out, "]}");
+            } else {
+                ds_put_cstr(&out, "\"result\":");
+                json_write(&out, result);
+            }
+        } else {
+            ds_put_cstr(&out, "\"result\":");
+            if (error) {
+                ds_put_cstr(&out, "null,\"error\":");
+                json_write(&out, error);
+            } else {
+                json_write(&out, result);
+                ds_put_cstr(&out, ",\"error\":null");
+            }
+        }
+        ds_put_cstr(&out, ",\"id\":");
+        json_write(&out, r->id);
+        ds_put_char(&out, '}');
+    }
+    len = out.len;
+    http_respond_take(r->hx, 200, r->json ? "application/json" : "text/xml",
+                      CORS_HEADERS, ds_steal(&out), len);
+    value_unref(result);
+    value_unref(error);
+    value_unref(r->id);
+    free(r);
+}
+
 static void
 handle_xmlrpc(struct xapi *x, struct http_exchange *hx,
               const struct http_request *req)
 {
-    struct value *params = NULL, *result = NULL, *error = NULL;
+    struct value *params = NULL;
     char *method = NULL, *err = NULL;
-    struct ds out = DS_EMPTY;
+    struct rpc_reply *r;
 
     if (xmlrpc_parse_call(req->body, req->body_len, &codec_default_limits,
                           &method, &params, &err)) {
@@ -348,42 +541,24 @@ handle_xmlrpc(struct xapi *x, struct http_exchange *hx,
         free(msg);
         goto out;
     }
-    api_dispatch(x, method, params, req->peer, &result, &error);
-    ds_reserve(&out, 256);
-    if (result) {
-        presize(&out, result, true);
-    }
-    if (error) {
-        xmlrpc_write_failure(&out, error);
-    } else if (str_starts_with(method, "system.")) {
-        xmlrpc_write_plain(&out, result);
-    } else {
-        xmlrpc_write_success(&out, result);
-    }
-    {
-        size_t len = out.len;
-        http_respond_take(hx, 200, "text/xml", CORS_HEADERS, ds_steal(&out),
-                          len);
-    }
+    r = xcalloc(1, sizeof *r);
+    r->hx = hx;
+    r->plain = str_starts_with(method, "system.");
+    api_dispatch(x, method, params, req->peer, rpc_reply_done, r);
 out:
     free(method);
     free(err);
     value_unref(params);
-    value_unref(result);
-    value_unref(error);
-    ds_destroy(&out);
 }
 
 static void
 handle_jsonrpc(struct xapi *x, struct http_exchange *hx,
                const struct http_request *req)
 {
-    struct value *body = NULL, *result = NULL, *error = NULL;
-    struct value *mv, *pv, *idv, *ver;
-    struct value *empty = NULL;
-    bool v2;
+    struct value *body = NULL, *mv, *pv, *idv, *ver, *empty = NULL;
+    struct rpc_reply *r;
     char *err = NULL;
-    struct ds out = DS_EMPTY;
+    bool v2;
 
     if (json_parse(req->body, req->body_len, &codec_default_limits, &body,
                    &err)) {
@@ -409,54 +584,16 @@ handle_jsonrpc(struct xapi *x, struct http_exchange *hx,
     if (!pv) {
         pv = empty = value_array(0);
     }
-    api_dispatch(x, mv->u.str.s, pv, req->peer, &result, &error);
-    ds_reserve(&out, 256);
-    if (result) {
-        presize(&out, result, false);
-    }
-    ds_put_char(&out, '{');
-    if (v2) {
-        ds_put_cstr(&out, "\"jsonrpc\":\"2.0\",");
-        if (error) {
-            ds_put_cstr(&out, "\"error\":{\"code\":1,\"message\":");
-            json_write(&out, error->u.arr.items[0]);
-            ds_put_cstr(&out, ",\"data\":[");
-            for (size_t i = 1; i < error->u.arr.n; i++) {
-                if (i > 1) {
-                    ds_put_char(&out, ',');
-                }
-                json_write(&out, error->u.arr.items[i]);
-            }
-            ds_put_cstr(&out, "]}");
-        } else {
-            ds_put_cstr(&out, "\"result\":");
-            json_write(&out, result);
-        }
-    } else {
-        ds_put_cstr(&out, "\"result\":");
-        if (error) {
-            ds_put_cstr(&out, "null,\"error\":");
-            json_write(&out, error);
-        } else {
-            json_write(&out, result);
-            ds_put_cstr(&out, ",\"error\":null");
-        }
-    }
-    ds_put_cstr(&out, ",\"id\":");
-    json_write(&out, idv);
-    ds_put_char(&out, '}');
-    {
-        size_t len = out.len;
-        http_respond_take(hx, 200, "application/json", CORS_HEADERS,
-                          ds_steal(&out), len);
-    }
+    r = xcalloc(1, sizeof *r);
+    r->hx = hx;
+    r->json = true;
+    r->json_v2 = v2;
+    r->id = value_ref(idv);
+    api_dispatch(x, mv->u.str.s, pv, req->peer, rpc_reply_done, r);
 out:
     free(err);
     value_unref(body);
     value_unref(empty);
-    value_unref(result);
-    value_unref(error);
-    ds_destroy(&out);
 }
 
 void
@@ -468,7 +605,9 @@ rpc_http_handler(struct http_exchange *hx, void *aux)
     bool xml = !strcmp(path, "/") || !strcmp(path, "/RPC2");
     bool json = !strcmp(path, "/jsonrpc") || !strcmp(path, "/json");
 
-    if (!strcmp(req->method, "OPTIONS")) {
+    if (!strcmp(path, "/audit_log")) {
+        audit_http_handler(hx, x);
+    } else if (!strcmp(req->method, "OPTIONS")) {
         http_respond(hx, 200, NULL, CORS_HEADERS, "", 0);
     } else if ((xml || json) && !strcmp(req->method, "POST")) {
         if (json) {

@@ -257,6 +257,9 @@ destroy_sessions(struct xapi *x, struct session **victims, size_t n)
         db_delete(txn, CLS_session, victims[i]->ref);
     }
     db_commit(txn);
+    for (size_t i = 0; i < n; i++) {
+        task_session_ended(x, victims[i]->ref);
+    }
 }
 
 int
@@ -279,6 +282,7 @@ api_session_login_with_password(struct api_ctx *ctx, struct value **args,
     hash = strcmp(user, "root") ? NULL : read_root_hash(x);
     ok = hash && check_password(hash, pwd);
     free(hash);
+    audit_login(x, user, originator, ctx->peer, ok);
     if (!ok) {
         LOG_INFO("login failed for user '%s' from %s", user, ctx->peer);
         return api_fail(ctx, ERR_SESSION_AUTHENTICATION_FAILED);
