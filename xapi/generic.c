@@ -365,6 +365,16 @@ generic_get_by_name_label(struct api_ctx *ctx, struct value **args,
     return 0;
 }
 
+/* Runtime fields that XenAPI sets when an object is created although the
+ * datamodel gives them no default: a new VM has no domain (domid -1). */
+static const struct {
+    int cls;
+    int field;
+    int64_t value;
+} create_initial_ints[] = {
+    { CLS_VM, F_VM_domid, -1 },
+};
+
 static int
 generic_create(struct api_ctx *ctx, struct value **args, struct value **ret)
 {
@@ -395,6 +405,13 @@ generic_create(struct api_ctx *ctx, struct value **args, struct value **ret)
         if (api_coerce(fd->type, v, &fields[i])) {
             api_fail(ctx, ERR_FIELD_TYPE_ERROR, fd->name);
             goto out;
+        }
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(create_initial_ints); i++) {
+        if (create_initial_ints[i].cls == cls) {
+            value_unref(fields[create_initial_ints[i].field]);
+            fields[create_initial_ints[i].field] =
+                value_int(create_initial_ints[i].value);
         }
     }
     db_new_ref(ref);

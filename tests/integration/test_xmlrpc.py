@@ -481,6 +481,7 @@ try:
         assert got['actions_after_crash'] == 'restart', got
         assert got['is_control_domain'] is False, got
         assert got['power_state'] == 'Halted', got['power_state']
+        assert got['domid'] == '-1', got['domid']   # no domain yet
         assert got['VBDs'] == [], got['VBDs']
         assert got['other_config'] == {'made-by': 'it'}
         S['vm'] = vm
