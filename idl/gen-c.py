@@ -128,9 +128,10 @@ def main():
                 oc = model.cls(f.inverse[0])
                 inv_c = cidx[oc.name]
                 inv_f = [x.name for x in oc.fields].index(f.inverse[1])
-            rows.append('    { %s, %s, %s, %s, %s, %d, %d, %s },'
+            rows.append('    { %s, %s, %s, %s, %s, %d, %d, %s, %s },'
                         % (cstr(f.name), t, QUAL[f.qualifier], cstr(f.default),
-                           LC[f.lifecycle], inv_c, inv_f, 'true' if f.relation_set else 'false'))
+                           LC[f.lifecycle], inv_c, inv_f, 'true' if f.relation_set else 'false',
+                           'true' if f.persist else 'false'))
         out.append('static const struct api_field fields_%s[] = {' % ident(c.name))
         out.extend(rows or ['    { NULL }'])
         out.append('};')

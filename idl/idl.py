@@ -102,6 +102,7 @@ class Field:
         self.tag = ''
         self.roles = {}       # 'get'/'set' -> role text
         self.inverse = None   # (class, field) of a relation partner
+        self.persist = True   # kept across restarts (runtime statistics are not)
         self.relation_set = False  # this set is computed from the partner
 
 
@@ -245,7 +246,7 @@ def parse_class_file(path):
                 cur.tag = val
             elif isinstance(cur, Class) and key == 'getters':
                 cur.getters = val != 'no'
-            elif isinstance(cur, Class) and key == 'persist':
+            elif isinstance(cur, (Class, Field)) and key == 'persist':
                 cur.persist = val != 'no'
             elif isinstance(cur, Class) and key == 'standard':
                 cur.standard = [] if val == 'none' else val.split()

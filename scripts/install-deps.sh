@@ -5,7 +5,7 @@
 set -e
 what=${1:-build}
 pkgs="build-essential autoconf automake pkg-config python3 libssl-dev
-libsqlite3-dev libcrypt-dev libxen-dev openssl ca-certificates"
+libsqlite3-dev libcrypt-dev libpam0g-dev libxen-dev openssl ca-certificates"
 case "$what" in
 test) pkgs="$pkgs clang libclang-rt-14-dev libxmlrpc-core-c3-dev libcurl4-openssl-dev curl" ;;
 bench) pkgs="$pkgs clang libxmlrpc-core-c3-dev libcurl4-openssl-dev curl wrk nginx-light" ;;

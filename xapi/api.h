@@ -155,6 +155,28 @@ void events_shutdown(struct xapi *x);
  * permissions, subjects, PAM.  rbac_init creates the role rows. */
 int rbac_init(struct xapi *x);
 
+/* Who an external login turned out to be (see rbac_login). */
+struct rbac_identity {
+    char *sid;                  /* the user's subject identifier, "u1000" */
+    char **subjects;            /* refs of the subjects granting access, */
+    size_t n_subjects;          /* the user's own first */
+    unsigned roles;             /* union of their roles (ROLE_* bits) */
+    struct value *permissions;  /* string set: session.rbac_permissions */
+};
+/* Authenticates a user other than the local root with the external
+ * authentication service (PAM) and authorizes them through the subjects
+ * of the user and of its groups.  Returns 0 with *ret filled (release it
+ * with rbac_identity_clear), or -1 after api_fail():
+ * SESSION_AUTHENTICATION_FAILED (also while the name is throttled after
+ * repeated failures) or RBAC_PERMISSION_DENIED (subjects without roles). */
+int rbac_login(struct api_ctx *ctx, const char *user, const char *password,
+               struct rbac_identity *ret);
+void rbac_identity_clear(struct rbac_identity *id);
+/* Ends the sessions of external users that lost their access: all of them
+ * when external authentication is off, else those whose subjects are all
+ * gone (session.c). */
+void session_revalidate_external(struct xapi *x);
+
 /* Audit log (audit.c): every call that changes something, and every
  * login, appended to STATE_DIR/audit.log as a hash chain. */
 int audit_init(struct xapi *x);

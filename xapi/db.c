@@ -34,6 +34,7 @@ struct db_undo {
     int cls;
     char *ref;
     struct db_row *old_row;     /* NULL: the row did not exist */
+    bool stored_change;         /* a field kept on disk changed */
 };
 
 struct db_txn {
@@ -387,21 +388,27 @@ db_txn_db(struct db_txn *txn)
     return txn->db;
 }
 
-/* Records the pre-transaction state of (cls, ref) once. */
-static void
-txn_note(struct db_txn *txn, int cls, const char *ref)
+/* Records the pre-transaction state of (cls, ref) once, and notes whether
+ * this change touches what is kept on disk (runtime statistics are not, so
+ * updating them costs no disk write).  Returns the undo entry. */
+static struct db_undo *
+txn_note_field(struct db_txn *txn, int cls, const char *ref, int field)
 {
     char *key = xasprintf("%d:%s", cls, ref);
+    bool stored = field < 0 || (api_classes[cls].fields[field].persist
+                                && !api_classes[cls].fields[field].relation_set);
+    uintptr_t idx = (uintptr_t) strmap_get(&txn->touched, key);
     struct db_row *cur;
 
-    if (strmap_get(&txn->touched, key)) {
+    if (idx) {
         free(key);
-        return;
+        txn->undo[idx - 1].stored_change |= stored;
+        return &txn->undo[idx - 1];
     }
     txn->touched_keys = xrealloc(txn->touched_keys,
                                  (txn->n_touched + 1) * sizeof (char *));
     txn->touched_keys[txn->n_touched++] = key;
-    strmap_put(&txn->touched, key, (void *) 1);
+    strmap_put(&txn->touched, key, (void *) (uintptr_t) (txn->n_undo + 1));
     if (txn->n_undo == txn->cap_undo) {
         txn->cap_undo = txn->cap_undo ? txn->cap_undo * 2 : 8;
         txn->undo = xrealloc(txn->undo, txn->cap_undo * sizeof *txn->undo);
@@ -410,13 +417,20 @@ txn_note(struct db_txn *txn, int cls, const char *ref)
     txn->undo[txn->n_undo].cls = cls;
     txn->undo[txn->n_undo].ref = xstrdup(ref);
     txn->undo[txn->n_undo].old_row = db_row_ref(cur);
-    txn->n_undo++;
+    txn->undo[txn->n_undo].stored_change = stored;
+    return &txn->undo[txn->n_undo++];
+}
+
+static void
+txn_note(struct db_txn *txn, int cls, const char *ref)
+{
+    txn_note_field(txn, cls, ref, -1);
 }
 
 /* Returns a version of the row that this transaction may modify in place,
  * copying the published version on first write. */
 static struct db_row *
-txn_writable(struct db_txn *txn, int cls, const char *ref)
+txn_writable(struct db_txn *txn, int cls, const char *ref, int field)
 {
     struct db_table *t = &txn->db->tables[cls];
     struct db_row *row = table_get(t, ref), *copy, *old;
@@ -424,10 +438,10 @@ txn_writable(struct db_txn *txn, int cls, const char *ref)
     if (!row) {
         return NULL;
     }
+    txn_note_field(txn, cls, ref, field);
     if (row->txn_owned) {
         return row;
     }
-    txn_note(txn, cls, ref);
     copy = row_copy(row);
     copy->txn_owned = true;
     old = table_put(t, copy);
@@ -494,7 +508,7 @@ mirror_one(struct db_txn *txn, int pcls, const char *pref, int g,
         }
         nv = add ? value_string(self_ref) : value_null_ref();
     }
-    row = txn_writable(txn, pcls, pref);
+    row = txn_writable(txn, pcls, pref, g);
     value_unref(row->fields[g]);
     row->fields[g] = nv;
 }
@@ -636,7 +650,7 @@ db_update(struct db_txn *txn, int cls, const char *ref, int field,
         value_unref(v);
         return 0;
     }
-    row = txn_writable(txn, cls, ref);
+    row = txn_writable(txn, cls, ref, field);
     if (field == api_classes[cls].name_label_field) {
         name_index_remove(t, row);
     }
@@ -725,7 +739,7 @@ row_serialize(const struct db_row *row)
     struct ds ds = DS_EMPTY;
 
     for (size_t i = 0; i < c->n_fields; i++) {
-        if (!c->fields[i].relation_set) {
+        if (!c->fields[i].relation_set && c->fields[i].persist) {
             value_struct_put(st, c->fields[i].name, value_ref(row->fields[i]));
         }
     }
@@ -768,7 +782,7 @@ db_commit(struct db_txn *txn)
         if (db->hook) {
             db->hook(db->hook_aux, gen, u->cls, u->ref, u->old_row, row);
         }
-        if (api_classes[u->cls].persist && db->store) {
+        if (api_classes[u->cls].persist && db->store && u->stored_change) {
             changes[n_changes].cls = api_classes[u->cls].name;
             changes[n_changes].ref = u->ref;
             datas[n_changes] = row ? row_serialize(row) : NULL;

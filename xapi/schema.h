@@ -44,6 +44,7 @@ struct api_field {
     int inverse_cls;                /* relation partner, or -1 */
     int inverse_field;
     bool relation_set;              /* computed from the partner's refs */
+    bool persist;                   /* false: runtime data, not stored */
 };
 
 struct api_class {

@@ -9,7 +9,11 @@
  *
  * The local root account's password is kept as a salted yescrypt hash
  * (libcrypt) in STATE_DIR/root.passwd, set on first start from the
- * --root-password-file. */
+ * --root-password-file.  Other users log in through external
+ * authentication (rbac_login in rbac.c: PAM, subjects and their roles);
+ * their sessions carry the roles and permissions they had at login, and
+ * end when the subjects granting them are destroyed or external
+ * authentication is disabled (session_revalidate_external). */
 #include <config.h>
 #include "api.h"
 
@@ -30,6 +34,8 @@ struct session {
     char *originator;
     unsigned roles;
     bool superuser;             /* the local root account */
+    char **subjects;            /* external users: the subjects granting */
+    size_t n_subjects;          /* access (refs) */
     int64_t last_active_ms;     /* atomic */
     int64_t synced_active_ms;   /* last value written to the row */
     bool dead;
@@ -60,6 +66,10 @@ session_free(struct session *s)
 {
     free(s->user);
     free(s->originator);
+    for (size_t i = 0; i < s->n_subjects; i++) {
+        free(s->subjects[i]);
+    }
+    free(s->subjects);
     free(s);
 }
 
@@ -212,8 +222,11 @@ read_root_hash(struct xapi *x)
 
 /* ---- session rows ---- */
 
+/* The row of a new session; id is NULL for the local superuser (whose
+ * rbac_permissions are empty, as in XenAPI: it passes every check). */
 static struct value **
-session_fields(struct xapi *x, const struct session *s, const char *uuid)
+session_fields(struct xapi *x, const struct session *s, const char *uuid,
+               const struct rbac_identity *id)
 {
     struct value **f = xcalloc(api_classes[CLS_session].n_fields,
                                sizeof *f);
@@ -224,11 +237,15 @@ session_fields(struct xapi *x, const struct session *s, const char *uuid)
     f[F_session_this_user] = value_null_ref();
     f[F_session_last_active] = value_datetime_secs(now);
     f[F_session_pool] = value_false();
-    f[F_session_is_local_superuser] = value_true();
-    f[F_session_subject] = value_null_ref();
+    f[F_session_is_local_superuser] = id ? value_false() : value_true();
+    f[F_session_subject] = id ? value_string(id->subjects[0])
+                              : value_null_ref();
     f[F_session_validation_time] = value_datetime_secs(now);
-    f[F_session_auth_user_sid] = value_empty_string();
+    f[F_session_auth_user_sid] = id ? value_string(id->sid)
+                                    : value_empty_string();
     f[F_session_auth_user_name] = value_string(s->user);
+    f[F_session_rbac_permissions] = id ? value_ref(id->permissions)
+                                       : value_empty_array();
     f[F_session_parent] = value_null_ref();
     f[F_session_originator] = value_string(s->originator);
     return f;
@@ -271,33 +288,47 @@ api_session_login_with_password(struct api_ctx *ctx, struct value **args,
     const char *pwd = args[1]->u.str.s;
     const char *originator = args[3]->u.str.s;
     struct session *s, *oldest = NULL;
+    struct rbac_identity id = { 0 };
     struct value **fields;
     struct db_txn *txn;
-    char *hash;
+    bool root = !strcmp(user, "root");
     char uuid[40];
     size_t count = 0;
-    bool ok;
     int rc;
 
-    hash = strcmp(user, "root") ? NULL : read_root_hash(x);
-    ok = hash && check_password(hash, pwd);
-    free(hash);
-    audit_login(x, user, originator, ctx->peer, ok);
-    if (!ok) {
-        LOG_INFO("login failed for user '%s' from %s", user, ctx->peer);
-        return api_fail(ctx, ERR_SESSION_AUTHENTICATION_FAILED);
+    if (root) {
+        /* The local superuser is always checked locally, never by the
+         * external service, as in XenAPI. */
+        char *hash = read_root_hash(x);
+        bool ok = hash && check_password(hash, pwd);
+        free(hash);
+        audit_login(x, user, originator, ctx->peer, ok);
+        if (!ok) {
+            LOG_INFO("login failed for user '%s' from %s", user, ctx->peer);
+            return api_fail(ctx, ERR_SESSION_AUTHENTICATION_FAILED);
+        }
+    } else {
+        rc = rbac_login(ctx, user, pwd, &id);
+        audit_login(x, user, originator, ctx->peer, rc == 0);
+        if (rc) {
+            return -1;
+        }
     }
     s = xcalloc(1, sizeof *s);
     s->refcnt = 1;
     db_new_ref(s->ref);
     s->user = xstrdup(user);
     s->originator = xstrdup(originator);
-    s->roles = 0x7f;    /* the local superuser holds every role */
-    s->superuser = true;
+    s->superuser = root;
+    s->roles = root ? 0x7f : id.roles;  /* root holds every role */
     s->last_active_ms = s->synced_active_ms = time_wall_ms();
     uuid_generate(uuid);
-
-    fields = session_fields(x, s, uuid);
+    fields = session_fields(x, s, uuid, root ? NULL : &id);
+    s->subjects = id.subjects;
+    s->n_subjects = id.n_subjects;
+    id.subjects = NULL;
+    id.n_subjects = 0;
+    rbac_identity_clear(&id);
     txn = db_begin(x->db);
     rc = db_insert(txn, CLS_session, s->ref, fields, NULL);
     free(fields);
@@ -365,14 +396,23 @@ api_session_change_password(struct api_ctx *ctx, struct value **args,
                             struct value **ret)
 {
     const char *old_pwd = args[1]->u.str.s, *new_pwd = args[2]->u.str.s;
-    char *hash = read_root_hash(ctx->x), *err = NULL;
-    bool ok = hash && check_password(hash, old_pwd);
+    char *hash, *err = NULL;
+    bool ok;
 
-    free(hash);
-    if (strcmp(session_user(ctx->session), "root")) {
-        return api_fail(ctx, ERR_USER_IS_NOT_LOCAL_SUPERUSER,
-                        session_user(ctx->session));
+    /* The datamodel grants this message to no role, so only the local
+     * superuser gets here through the dispatcher; the check stays for
+     * callers that bypass it. */
+    if (!session_is_superuser(ctx->session)) {
+        char *msg = xasprintf("Failed to change password for user %s: not "
+                              "the local superuser",
+                              session_user(ctx->session));
+        api_fail(ctx, ERR_USER_IS_NOT_LOCAL_SUPERUSER, msg);
+        free(msg);
+        return -1;
     }
+    hash = read_root_hash(ctx->x);
+    ok = hash && check_password(hash, old_pwd);
+    free(hash);
     if (!ok) {
         return api_fail(ctx, ERR_SESSION_AUTHENTICATION_FAILED);
     }
@@ -498,4 +538,79 @@ session_expire(struct xapi *x)
     }
     free(victims);
     free(stale);
+}
+
+void
+session_revalidate_external(struct xapi *x)
+{
+    struct session_table *t = x->sessions;
+    struct session **ext = NULL, **victims = NULL;
+    size_t n_ext = 0, n = 0;
+    struct db_row *host;
+    bool enabled;
+    const char *key;
+    void *data;
+
+    pthread_rwlock_rdlock(&t->lock);
+    for (size_t pos = 0; strmap_next(&t->by_ref, &pos, &key, &data);) {
+        struct session *s = data;
+        if (!s->superuser) {
+            ext = xrealloc(ext, (n_ext + 1) * sizeof *ext);
+            ext[n_ext++] = s;
+            __atomic_add_fetch(&s->refcnt, 1, __ATOMIC_RELAXED);
+        }
+    }
+    pthread_rwlock_unlock(&t->lock);
+
+    db_read_lock(x->db);
+    host = db_lookup(x->db, CLS_host, x->host_ref);
+    enabled = host && *host->fields[F_host_external_auth_type]->u.str.s;
+    for (size_t i = 0; i < n_ext; i++) {
+        bool alive = false;
+        for (size_t j = 0; enabled && j < ext[i]->n_subjects && !alive; j++) {
+            alive = db_lookup(x->db, CLS_subject,
+                              ext[i]->subjects[j]) != NULL;
+        }
+        if (!alive) {
+            victims = xrealloc(victims, (n + 1) * sizeof *victims);
+            victims[n++] = ext[i];
+        }
+    }
+    db_read_unlock(x->db);
+    if (n) {
+        LOG_INFO("ending %zu sessions of external users who lost their "
+                 "access", n);
+    }
+    destroy_sessions(x, victims, n);
+
+    /* A survivor whose recorded subject is gone names another of its
+     * subjects, so that session.subject never dangles. */
+    if (n_ext > n) {
+        struct db_txn *txn = db_begin(x->db);
+        for (size_t i = 0; i < n_ext; i++) {
+            struct db_row *row = db_lookup(x->db, CLS_session, ext[i]->ref);
+            const char *cur;
+            if (!row) {
+                continue;
+            }
+            cur = row->fields[F_session_subject]->u.str.s;
+            if (db_lookup(x->db, CLS_subject, cur)) {
+                continue;
+            }
+            for (size_t j = 0; j < ext[i]->n_subjects; j++) {
+                if (db_lookup(x->db, CLS_subject, ext[i]->subjects[j])) {
+                    db_update(txn, CLS_session, ext[i]->ref,
+                              F_session_subject,
+                              value_string(ext[i]->subjects[j]));
+                    break;
+                }
+            }
+        }
+        db_commit(txn);
+    }
+    for (size_t i = 0; i < n_ext; i++) {
+        session_unref(ext[i]);
+    }
+    free(ext);
+    free(victims);
 }

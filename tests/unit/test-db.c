@@ -342,3 +342,45 @@ TEST(test_db_name_label_index_follows_changes)
     free(rows);
     db_close(db);
 }
+
+TEST(test_db_runtime_fields_are_not_written_to_disk)
+{
+    char *dir = temp_dir();
+    struct db *db = NULL;
+    struct db_txn *txn;
+    struct value **f;
+    uint64_t gen;
+
+    CHECK_INT(db_open(dir, &db, NULL), 0);
+    txn = db_begin(db);
+    f = fields_for(CLS_VM_metrics, "66666666-6666-6666-6666-666666666666");
+    f[F_VM_metrics_VCPUs_number] = value_int(2);
+    CHECK_INT(db_insert(txn, CLS_VM_metrics, "OpaqueRef:m", f, NULL), 0);
+    free(f);
+    CHECK_INT(db_commit(txn), 0);
+    /* A statistics update changes the row in memory (and its generation,
+     * for events) but is not a durable write. */
+    txn = db_begin(db);
+    CHECK_INT(db_update(txn, CLS_VM_metrics, "OpaqueRef:m",
+                        F_VM_metrics_memory_actual, value_int(12345)), 0);
+    CHECK_INT(db_commit(txn), 0);
+    gen = db_generation(db);
+    CHECK_INT(gen, 2);
+    db_close(db);
+
+    db = NULL;
+    CHECK_INT(db_open(dir, &db, NULL), 0);
+    if (db) {
+        struct db_row *row;
+        db_read_lock(db);
+        row = db_lookup(db, CLS_VM_metrics, "OpaqueRef:m");
+        CHECK(row != NULL);
+        if (row) {
+            CHECK_INT(row->fields[F_VM_metrics_VCPUs_number]->u.i, 2);
+            CHECK_INT(row->fields[F_VM_metrics_memory_actual]->u.i, 0);
+        }
+        db_read_unlock(db);
+        db_close(db);
+    }
+    remove_dir(dir);
+}
