@@ -8,9 +8,10 @@ then:
   - N watchers (default 100), spread over a few processes with a thread
     each, every one with its own session and keep-alive connection, loop
     on event.from(["network"], token, 30) over JSON-RPC, as Xen
-    Orchestra does;
-  - one writer calls network.set_name_label on one network at a steady
-    rate, putting its wall-clock send time in the new name;
+    Orchestra does (["VM"] with --class VM);
+  - one writer calls network.set_name_label on one network (or
+    VM.set_name_label on the control domain) at a steady rate, putting
+    its wall-clock send time in the new name;
   - every watcher notes, for each change it receives, the time the
     response arrived minus the send time in the name.
 
@@ -28,7 +29,7 @@ once.  The load average is printed with the figures.  It prints figures only, ne
 
 Usage: event-latency.py DAEMON_OR_BUILD_DIR [--watchers N] [--rate HZ]
                         [--seconds S] [--procs P] [--workers W]
-                        [--nice N] [--keep-log FILE]
+                        [--class network|VM] [--nice N] [--keep-log FILE]
 """
 
 import argparse
@@ -147,16 +148,15 @@ class Rpc:
 
 # ---- watchers ----
 
-def watch(port, net, start_evt, stop_evt, out, errors):
+def watch(port, cls, net, start_evt, stop_evt, out, errors):
     try:
         rpc = Rpc(port)
         s = rpc.login()
-        token = rpc.call('event.from', s, ['network'], '', 0.0)['token']
+        token = rpc.call('event.from', s, [cls], '', 0.0)['token']
         last = -1
         start_evt.wait()
         while not stop_evt.is_set():
-            stamp, arrived, b = rpc.raw('event.from', s, ['network'], token,
-                                        30.0)
+            stamp, arrived, b = rpc.raw('event.from', s, [cls], token, 30.0)
             token = b['token']
             for e in b['events']:
                 name = e['snapshot']['name_label']
@@ -171,15 +171,17 @@ def watch(port, net, start_evt, stop_evt, out, errors):
         errors.append(repr(ex))
 
 
-def watcher_process(port, net, n_threads, nice, ready_q, go, stop, result_q):
+def watcher_process(port, cls, net, n_threads, nice, ready_q, go, stop,
+                    result_q):
     if nice:
         os.nice(nice)
     start_evt = threading.Event()
     stop_evt = threading.Event()
     outs = [[] for _ in range(n_threads)]
     errors = []
-    ths = [threading.Thread(target=watch, args=(port, net, start_evt, stop_evt,
-                                                outs[i], errors), daemon=True)
+    ths = [threading.Thread(target=watch, args=(port, cls, net, start_evt,
+                                                stop_evt, outs[i], errors),
+                            daemon=True)
            for i in range(n_threads)]
     for t in ths:
         t.start()
@@ -195,7 +197,7 @@ def watcher_process(port, net, n_threads, nice, ready_q, go, stop, result_q):
 
 # ---- the writer ----
 
-def write_loop(port, net, rate, seconds):
+def write_loop(port, cls, net, rate, seconds):
     rpc = Rpc(port)
     s = rpc.login()
     period = 1.0 / rate
@@ -207,7 +209,7 @@ def write_loop(port, net, rate, seconds):
         if next_t > now:
             time.sleep(next_t - now)
         sent = time.time()
-        rpc.call('network.set_name_label', s, net,
+        rpc.call(cls + '.set_name_label', s, net,
                  'bench %d %.6f' % (seq, sent))
         call_times.append(time.time() - sent)
         next_t += period
@@ -232,6 +234,10 @@ def main():
                     help='watcher processes (default 4)')
     ap.add_argument('--workers', type=int, default=8,
                     help='daemon worker threads (default 8)')
+    ap.add_argument('--class', dest='cls', choices=('network', 'VM'),
+                    default='network',
+                    help='what the writer renames: a network (default) or '
+                         'the control domain VM (a 90-field record)')
     ap.add_argument('--nice', type=int, default=10,
                     help='niceness of the watcher processes (default 10)')
     ap.add_argument('--keep-log', metavar='FILE',
@@ -245,9 +251,13 @@ def main():
         proc, port = start_daemon(binary, tmp, args.workers)
         rpc = Rpc(port)
         s = rpc.login()
-        rec = {'name_label': 'bench', 'name_description': '', 'MTU': 1500,
-               'other_config': {}, 'bridge': '', 'managed': True, 'tags': []}
-        net = rpc.call('network.create', s, rec)
+        if args.cls == 'network':
+            rec = {'name_label': 'bench', 'name_description': '', 'MTU': 1500,
+                   'other_config': {}, 'bridge': '', 'managed': True,
+                   'tags': []}
+            net = rpc.call('network.create', s, rec)
+        else:
+            net = rpc.call('VM.get_all', s)[0]      # the control domain
 
         ctx = multiprocessing.get_context('fork')
         ready_q, result_q = ctx.Queue(), ctx.Queue()
@@ -259,8 +269,8 @@ def main():
             left -= n
             if n:
                 p = ctx.Process(target=watcher_process,
-                                args=(port, net, n, args.nice, ready_q, go,
-                                      stop, result_q))
+                                args=(port, args.cls, net, n, args.nice,
+                                      ready_q, go, stop, result_q))
                 p.start()
                 procs.append(p)
         for _ in procs:
@@ -268,10 +278,11 @@ def main():
         go.set()
         time.sleep(1.0)                 # every watcher is waiting now
         load = os.getloadavg()[0]
-        n_writes, call_times = write_loop(port, net, args.rate, args.seconds)
+        n_writes, call_times = write_loop(port, args.cls, net, args.rate,
+                                          args.seconds)
         time.sleep(0.5)                 # the last deliveries
         stop.set()
-        rpc.call('event.inject', s, 'network', net)   # wakes the watchers
+        rpc.call('event.inject', s, args.cls, net)   # wakes the watchers
         lat, wake, errors = [], [], []
         for _ in procs:
             outs, errs = result_q.get(timeout=60)
@@ -286,9 +297,9 @@ def main():
         call_times.sort()
         expected = n_writes * args.watchers
         print('event-latency: %d watchers (%d processes, nice %d), %d writes '
-              'at %.0f/s (network.set_name_label, JSON-RPC), load average %.2f'
+              'at %.0f/s (%s.set_name_label, JSON-RPC), load average %.2f'
               % (args.watchers, len(procs), args.nice, n_writes, args.rate,
-                 load))
+                 args.cls, load))
         print('  deliveries          %d of %d changes x watchers (%d collapsed)'
               % (len(lat), expected, expected - len(lat)))
         print('  at the socket ms    p50 %.2f  p90 %.2f  p99 %.2f  max %.2f'

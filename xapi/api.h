@@ -125,6 +125,7 @@ struct api_handler_entry {
 };
 extern const struct api_handler_entry events_handlers[];  /* events.c */
 extern const struct api_handler_entry rbac_handlers[];    /* rbac.c */
+extern const struct api_handler_entry lifecycle_handlers[]; /* lifecycle.c */
 api_handler_fn *api_find_handler(const char *name);
 /* Runs the generic implementation of a generated message. */
 int api_generic(struct api_ctx *ctx, struct value **args,
@@ -136,6 +137,7 @@ void session_table_destroy(struct session_table *t);
 /* Finds a live session and marks it active; returns a reference. */
 struct session *session_lookup(struct xapi *x, const char *ref);
 void session_unref(struct session *s);
+struct session *session_dup(struct session *s);    /* a new reference */
 const char *session_ref(const struct session *s);
 unsigned session_roles(const struct session *s);
 bool session_is_superuser(const struct session *s);
@@ -185,6 +187,12 @@ void audit_login(struct xapi *x, const char *user, const char *originator,
                  const char *peer, bool ok);
 /* GET /audit_log?session_id=...&since=... */
 void audit_http_handler(struct http_exchange *hx, struct xapi *x);
+
+/* VM power operations (lifecycle.c): hooks the provider's updates and
+ * brings the database in line with the domains that exist. */
+int lifecycle_init(struct xapi *x);
+void lifecycle_shutdown(struct xapi *x);
+extern int64_t lifecycle_shutdown_timeout_ms;
 
 /* First start (firstboot.c): creates the pool, this host and its
  * records, and the control domain when the database is empty; on every

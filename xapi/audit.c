@@ -74,6 +74,7 @@ static struct audit {
     char head[65];              /* its hash (the genesis hash if none) */
     off_t size;                 /* bytes in the file that readers may see */
     bool broken;                /* a write failed: recover before the next */
+    uint64_t lost;              /* records that could not be written */
     uint64_t synced_seq;        /* records known to be on disk */
     bool syncing;               /* a thread is in fdatasync */
     bool *reads;                /* per api_messages[] entry: not audited */
@@ -210,10 +211,17 @@ is_sensitive_name(const char *name)
 }
 
 /* How values are written into a record. */
+#define MAX_SECRETS 16
 struct mask {
     const char *session_ref;    /* replaced by its trackid, or NULL */
-    bool secret_class;          /* secret.*: "value" is the secret */
+    bool secret_value;          /* a parameter or member "value" is secret
+                                   (the secret class; add_to_<map> with a
+                                   secret key) */
     size_t max_string;          /* cut longer strings (0: never) */
+    /* The secrets among the call's arguments: wherever else they appear
+     * (an error that quotes a parameter, a result) they are masked too. */
+    const char *secrets[MAX_SECRETS];
+    size_t n_secrets;
 };
 
 /* The length of the longest prefix of s[0..n) of at most max bytes that
@@ -279,6 +287,12 @@ put_masked(struct ds *out, const struct value *v, const struct mask *mk)
         }
         break;
     case VALUE_STRING:
+        for (size_t i = 0; i < mk->n_secrets; i++) {
+            if (!strcmp(v->u.str.s, mk->secrets[i])) {
+                ds_put_cstr(out, "\"" MASK "\"");
+                return;
+            }
+        }
         if (mk->session_ref && !strcmp(v->u.str.s, mk->session_ref)) {
             put_trackid(out, v->u.str.s);
         } else {
@@ -308,7 +322,7 @@ put_masked(struct ds *out, const struct value *v, const struct mask *mk)
             ds_put_json_string(out, name, strlen(name));
             ds_put_char(out, ':');
             if (is_sensitive_name(name)
-                || (mk->secret_class && !strcmp(name, "value"))) {
+                || (mk->secret_value && !strcmp(name, "value"))) {
                 ds_put_cstr(out, "\"" MASK "\"");
             } else {
                 put_masked(out, v->u.st.m[i].v, mk);
@@ -543,6 +557,10 @@ recover_locked(const char *reason_if_clean)
     } else {
         ds_put_fmt(&m, ",\"reason\":\"%s\"", size ? reason_if_clean : "new");
     }
+    if (au.lost) {
+        /* Records whose write failed are gone; say how many. */
+        ds_put_fmt(&m, ",\"lost\":%llu", (unsigned long long) au.lost);
+    }
     if (fstat(au.fd, &st)) {
         rc = -errno;
         goto out;
@@ -550,6 +568,9 @@ recover_locked(const char *reason_if_clean)
     au.size = st.st_size;
     au.broken = false;
     rc = append_locked("start", ds_cstr(&m), NULL);
+    if (!rc) {
+        au.lost = 0;
+    }
 out:
     if (data) {
         munmap(data, size);
@@ -614,8 +635,9 @@ append_locked(const char *type, const char *members, uint64_t *ret_seq)
     ds_put_fmt(&line, ",\"hash\":\"%s\"}\n", hash);
     rc = write_once(au.fd, line.s, line.len);
     if (rc) {
-        LOG_ERR("%s: cannot append record %llu: %s", au.path,
-                (unsigned long long) seq, strerror(-rc));
+        LOG_ERR("%s: cannot append record %llu: %s (the next record "
+                "will say so)", au.path, (unsigned long long) seq,
+                rc == -EIO ? "short write" : strerror(-rc));
         au.broken = true;
         ds_destroy(&line);
         return rc;
@@ -641,6 +663,8 @@ append_record(const char *type, const char *members)
     rc = append_locked(type, members, &seq);
     if (!rc) {
         sync_locked(seq);
+    } else if (au.fd >= 0) {
+        au.lost++;
     }
     pthread_mutex_unlock(&au.mu);
     return rc;
@@ -740,7 +764,6 @@ audit_call_begin_hook(struct api_ctx *ctx, struct value **args)
     db_read_unlock(db);
 }
 #endif
-
 
 /* Appends the members that say who acts: user, whether it is the local
  * superuser, the subject, the session's trackid and the originator. */
@@ -876,17 +899,56 @@ put_objects(struct ds *out, struct api_ctx *ctx, struct value **args,
     ds_put_char(out, ']');
 }
 
-/* Appends "params":{name: value...}, secrets masked and session refs
- * replaced by their trackids; a digest instead when they are too large. */
-static void
-put_params(struct ds *out, const struct api_message *m, struct value **args,
-           const struct mask *mk)
+static bool
+param_is_secret(const struct api_message *m, size_t i, const struct mask *mk)
 {
-    struct ds p = DS_EMPTY;
-    bool secret_value = mk->secret_class;
+    return is_sensitive_name(m->params[i].name)
+           || (mk->secret_value && !strcmp(m->params[i].name, "value"));
+}
 
+static void
+note_secret(struct mask *mk, const struct value *v)
+{
+    if (v && v->type == VALUE_STRING && v->u.str.len
+        && mk->n_secrets < MAX_SECRETS) {
+        mk->secrets[mk->n_secrets++] = v->u.str.s;
+    }
+}
+
+/* Notes the strings under sensitive names inside v. */
+static void
+collect_secrets(struct mask *mk, const struct value *v, int depth)
+{
+    if (depth > 8) {
+        return;
+    }
+    if (v->type == VALUE_ARRAY) {
+        for (size_t i = 0; i < v->u.arr.n; i++) {
+            collect_secrets(mk, v->u.arr.items[i], depth + 1);
+        }
+    } else if (v->type == VALUE_STRUCT) {
+        for (size_t i = 0; i < v->u.st.n; i++) {
+            const char *name = v->u.st.m[i].name;
+            if (is_sensitive_name(name)
+                || (mk->secret_value && !strcmp(name, "value"))) {
+                note_secret(mk, v->u.st.m[i].v);
+            } else {
+                collect_secrets(mk, v->u.st.m[i].v, depth + 1);
+            }
+        }
+    }
+}
+
+/* Sets up the masking of a call's secrets. */
+static void
+mask_init(struct mask *mk, const struct api_ctx *ctx, struct value **args)
+{
+    const struct api_message *m = ctx->msg;
+
+    memset(mk, 0, sizeof *mk);
+    mk->session_ref = ctx->session ? session_ref(ctx->session) : NULL;
+    mk->secret_value = m->cls == CLS_secret;
     if (!args) {
-        ds_put_cstr(out, ",\"params\":null");
         return;
     }
     /* A map entry given as separate key and value parameters (the
@@ -894,8 +956,32 @@ put_params(struct ds *out, const struct api_message *m, struct value **args,
     for (size_t i = 0; i < m->n_params; i++) {
         if (!strcmp(m->params[i].name, "key") && value_is_string(args[i])
             && is_sensitive_name(args[i]->u.str.s)) {
-            secret_value = true;
+            mk->secret_value = true;
         }
+    }
+    for (size_t i = 0; i < m->n_params; i++) {
+        if (!args[i]) {
+            continue;
+        }
+        if (param_is_secret(m, i, mk)) {
+            note_secret(mk, args[i]);
+        } else {
+            collect_secrets(mk, args[i], 0);
+        }
+    }
+}
+
+/* Appends "params":{name: value...}, secrets masked and session refs
+ * replaced by their trackids; a digest instead when they are too large. */
+static void
+put_params(struct ds *out, const struct api_message *m, struct value **args,
+           const struct mask *mk)
+{
+    struct ds p = DS_EMPTY;
+
+    if (!args) {
+        ds_put_cstr(out, ",\"params\":null");
+        return;
     }
     ds_put_char(&p, '{');
     for (size_t i = 0; i < m->n_params; i++) {
@@ -907,8 +993,7 @@ put_params(struct ds *out, const struct api_message *m, struct value **args,
         ds_put_char(&p, ':');
         if (!args[i]) {
             ds_put_cstr(&p, "null");
-        } else if (is_sensitive_name(prm->name)
-                   || (secret_value && !strcmp(prm->name, "value"))) {
+        } else if (param_is_secret(m, i, mk)) {
             ds_put_cstr(&p, "\"" MASK "\"");
         } else if (prm->type->kind == API_REF && prm->type->cls == CLS_session
                    && args[i]->type == VALUE_STRING) {
@@ -1033,7 +1118,7 @@ audit_call_hook(struct api_ctx *ctx, struct value **args,
     const struct api_message *m = ctx->msg;
     struct pending_login *login = take_pending_login();
     struct session *new_session = NULL;
-    struct mask mk = { NULL, false, 0 };
+    struct mask mk;
     struct ds rec = DS_EMPTY;
 
     if (login && (!m || !message_is_login(m))) {
@@ -1046,8 +1131,7 @@ audit_call_hook(struct api_ctx *ctx, struct value **args,
     if (!m || (!login && args && au.reads[m - api_messages])) {
         return;
     }
-    mk.session_ref = ctx->session ? session_ref(ctx->session) : NULL;
-    mk.secret_class = m->cls == CLS_secret;
+    mask_init(&mk, ctx, args);
 
     if (login) {
         /* The new session, to say who it belongs to. */
@@ -1112,6 +1196,7 @@ audit_init(struct xapi *x)
     au.x = x;
     au.synced_seq = 0;
     au.broken = false;
+    au.lost = 0;
     au.path = xasprintf("%s/audit.log", x->state_dir);
     au.reads = xcalloc(api_n_messages, sizeof *au.reads);
     for (size_t i = 0; i < api_n_messages; i++) {

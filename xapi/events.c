@@ -1529,7 +1529,9 @@ load_index(struct db *db)
             found[n++] = o;
         }
     }
-    qsort(found, n, sizeof *found, compare_by_gen);
+    if (n) {
+        qsort(found, n, sizeof *found, compare_by_gen);
+    }
     for (size_t i = n; i-- > 0;) {
         found[i]->next = ev.head;
         if (ev.head) {

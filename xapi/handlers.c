@@ -35,6 +35,7 @@ static const struct api_handler_entry *const tables[] = {
     core_handlers,
     events_handlers,
     rbac_handlers,
+    lifecycle_handlers,
 };
 
 static struct api_handler_entry *index_;

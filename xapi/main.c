@@ -52,6 +52,7 @@ usage(FILE *f)
             "            [--unix PATH] --backend sim|xen --root-password-file FILE\n"
             "            [--tls-cert FILE --tls-key FILE] [--sim-config K=V,...]\n"
             "            [--workers N] [--session-idle-timeout SECONDS]\n"
+            "            [--shutdown-timeout SECONDS]\n"
             "            [--log-level debug|info|warn|error] [--version]\n");
 }
 
@@ -59,7 +60,8 @@ static int
 parse_options(int argc, char *argv[], struct options *o)
 {
     enum { O_STATE = 256, O_LISTEN, O_TLS, O_UNIX, O_BACKEND, O_PWFILE,
-           O_CERT, O_KEY, O_SIM, O_WORKERS, O_IDLE, O_LOG, O_VERSION, O_HELP };
+           O_CERT, O_KEY, O_SIM, O_WORKERS, O_IDLE, O_LOG, O_VERSION, O_HELP,
+           O_SHUTDOWN_TIMEOUT };
     static const struct option longopts[] = {
         { "state-dir", required_argument, NULL, O_STATE },
         { "listen", required_argument, NULL, O_LISTEN },
@@ -72,6 +74,7 @@ parse_options(int argc, char *argv[], struct options *o)
         { "sim-config", required_argument, NULL, O_SIM },
         { "workers", required_argument, NULL, O_WORKERS },
         { "session-idle-timeout", required_argument, NULL, O_IDLE },
+        { "shutdown-timeout", required_argument, NULL, O_SHUTDOWN_TIMEOUT },
         { "log-level", required_argument, NULL, O_LOG },
         { "version", no_argument, NULL, O_VERSION },
         { "help", no_argument, NULL, O_HELP },
@@ -117,6 +120,13 @@ parse_options(int argc, char *argv[], struct options *o)
                 return -1;
             }
             session_idle_timeout_s = v;
+            break;
+        case O_SHUTDOWN_TIMEOUT:
+            if (str_to_int64(optarg, &v) || v < 1) {
+                fprintf(stderr, "xapi: bad --shutdown-timeout '%s'\n", optarg);
+                return -1;
+            }
+            lifecycle_shutdown_timeout_ms = v * 1000;
             break;
         case O_LOG:
             if (log_level_from_string(optarg, &lvl)) {
@@ -261,7 +271,7 @@ main(int argc, char *argv[])
         err = xstrdup("cannot start the task executor");
         goto fail;
     }
-    if (events_init(&x) || audit_init(&x)) {
+    if (events_init(&x) || audit_init(&x) || lifecycle_init(&x)) {
         err = xstrdup("cannot start the event or audit subsystems");
         goto fail;
     }
@@ -318,6 +328,9 @@ fail:
     fprintf(stderr, "xapi: %s\n", err ? err : "start-up failed");
 out:
     http_server_stop(srv);
+    if (x.xenops) {
+        lifecycle_shutdown(&x);
+    }
     task_executor_stop(&x);
     events_shutdown(&x);
     audit_shutdown(&x);

@@ -73,6 +73,15 @@ session_free(struct session *s)
     free(s);
 }
 
+struct session *
+session_dup(struct session *s)
+{
+    if (s) {
+        __atomic_add_fetch(&s->refcnt, 1, __ATOMIC_RELAXED);
+    }
+    return s;
+}
+
 void
 session_unref(struct session *s)
 {

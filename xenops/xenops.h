@@ -226,6 +226,11 @@ struct xenops_provider {
                       char **ret_err);
     int (*send_trigger)(struct xenops_host *host, uint32_t domid,
                         const char *trigger, char **ret_err);
+    /* Finds the domain of a VM that was running before the toolstack
+     * restarted; -ENOENT if there is none.  NULL: no domain outlives the
+     * toolstack (the simulator). */
+    int (*domain_lookup)(struct xenops_host *host, const char *uuid,
+                         uint32_t *ret_domid, char **ret_err);
 };
 
 extern const struct xenops_provider xenops_sim_provider;

@@ -300,6 +300,22 @@ try:
         data = open(LOG, 'rb').read()
         assert b'Map-Secret-1' not in data and b'Map-Secret-2' not in data
 
+    @tap.test('test_values_of_the_secret_class_are_masked')
+    def _():
+        s = S['s']
+        n = count()
+        ref = c.secret.create(s, full_record(model, 'secret',
+                                             value='Secret-Value-1'))
+        c.secret.set_value(s, ref, 'Secret-Value-2')
+        recs = new_records(n)
+        assert [r['message'] for r in recs] == ['secret.create',
+                                                'secret.set_value'], recs
+        assert recs[0]['params']['args']['value'] == MASK, recs[0]
+        assert recs[1]['params']['value'] == MASK, recs[1]
+        data = open(LOG, 'rb').read()
+        assert b'Secret-Value-1' not in data and b'Secret-Value-2' not in data
+        c.secret.destroy(s, ref)
+
     @tap.test('test_huge_parameters_are_recorded_as_a_digest')
     def _():
         s, net = S['s'], S['net']

@@ -68,12 +68,12 @@ try:
         assert rec['result'] == '', rec
         assert c.VM.get_is_control_domain(s, dom0) is True
 
-    @tap.test('test_async_of_unbuilt_behaviour_fails_the_task_with_NOT_IMPLEMENTED')
+    @tap.test('test_async_VM_start_of_the_control_domain_fails_the_task')
     def _():
         t = c.Async.VM.start(s, dom0, False, False)
         rec = wait_task(s, t)
         assert rec['status'] == 'failure' and \
-            rec['error_info'] == ['NOT_IMPLEMENTED', 'VM.start'], rec
+            rec['error_info'][0] == 'OPERATION_NOT_ALLOWED', rec
 
     @tap.test('test_async_checks_arguments_before_making_a_task')
     def _():

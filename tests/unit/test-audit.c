@@ -11,7 +11,10 @@
 #include "tests/unit/test.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -282,6 +285,44 @@ TEST(test_file_without_any_record_restarts_at_the_genesis)
               && strstr(lines[2], "\"lines\":2,")
               && strstr(lines[2], "\"after_seq\":0"));
         CHECK_STR(member_hex(lines[2], "prev", buf), genesis);
+    }
+    free_lines(lines, n);
+    scratch_destroy(&s);
+}
+
+TEST(test_failed_write_is_noted_by_the_next_record)
+{
+    struct scratch s;
+    struct rlimit old, lim;
+    struct stat st;
+    char **lines;
+    size_t n;
+
+    scratch_init(&s);
+    CHECK_INT(audit_init(&s.x), 0);
+    /* Let the next record be cut short, as on a full disk. */
+    signal(SIGXFSZ, SIG_IGN);
+    getrlimit(RLIMIT_FSIZE, &old);
+    stat(s.log, &st);
+    lim = old;
+    lim.rlim_cur = (rlim_t) st.st_size + 40;
+    setrlimit(RLIMIT_FSIZE, &lim);
+    audit_login(&s.x, "first", "", "192.0.2.1:1", true);
+    audit_login(&s.x, "second", "", "192.0.2.1:2", true);  /* first: torn */
+    setrlimit(RLIMIT_FSIZE, &old);
+    audit_login(&s.x, "third", "", "192.0.2.1:3", true);   /* second */
+    audit_shutdown(&s.x);
+    n = read_lines(s.log, &lines);
+    CHECK_INT(n, 6);
+    if (n == 6) {
+        CHECK_INT(strlen(lines[1]), 40);
+        CHECK(strstr(lines[2], "\"seq\":2,")
+              && strstr(lines[2], "\"reason\":\"damaged-tail\"")
+              && strstr(lines[2], "\"torn\":true")
+              && strstr(lines[2], "\"lost\":1"));
+        CHECK(strstr(lines[3], "\"user\":\"second\""));
+        CHECK(strstr(lines[4], "\"user\":\"third\""));
+        CHECK(chained(lines, 2, n));
     }
     free_lines(lines, n);
     scratch_destroy(&s);
