@@ -21,6 +21,10 @@ tests_unit_test_query_LDADD = $(XAPI_LIBS)
 tests_unit_test_http_SOURCES = tests/unit/test-http.c
 tests_unit_test_http_CPPFLAGS = $(TEST_CPPFLAGS)
 tests_unit_test_http_LDADD = $(XAPI_LIBS)
+noinst_PROGRAMS += tests/unit/test-audit
+tests_unit_test_audit_SOURCES = tests/unit/test-audit.c
+tests_unit_test_audit_CPPFLAGS = $(TEST_CPPFLAGS)
+tests_unit_test_audit_LDADD = $(XAPI_LIBS)
 
 if HAVE_XMLRPC_C
 noinst_PROGRAMS += tests/integration/xmlrpc-c-client

@@ -43,7 +43,7 @@ run() {
     fi
 }
 
-for t in test-codec test-db test-db-store test-query test-http; do
+for t in test-codec test-db test-db-store test-query test-http test-audit; do
     run "unit/$t" "$build/tests/unit/$t"
 done
 run "unit/test_idl.py" python3 "$top/tests/unit/test_idl.py"

@@ -95,12 +95,20 @@ void api_complete(struct api_deferred *d, struct value *result,
                   struct value *error);
 
 /* Called after every call that ran its handler (not deferred ones, which
- * report through api_complete), with its arguments and outcome; the audit
- * log hangs here.  NULL when nobody listens. */
+ * report through api_complete), with its arguments and outcome, and for a
+ * call refused by RBAC with args NULL; the audit log hangs here.  NULL
+ * when nobody listens. */
 typedef void api_call_hook_fn(struct api_ctx *ctx, struct value **args,
                               const struct value *result,
                               const struct value *error);
 extern api_call_hook_fn *api_call_hook;
+/* Called before the handler of every call, with its coerced arguments
+ * (the audit log notes what the call may remove: the name labels of the
+ * objects it names, the originator of its session).  NULL when nobody
+ * listens. */
+#define API_HAVE_CALL_BEGIN_HOOK 1
+typedef void api_call_begin_hook_fn(struct api_ctx *ctx, struct value **args);
+extern api_call_begin_hook_fn *api_call_begin_hook;
 
 /* Tasks (task.c). */
 int task_create_for_call(struct api_ctx *ctx, char *ret_ref);

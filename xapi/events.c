@@ -1282,30 +1282,48 @@ out:
     return rc;
 }
 
+/* Whether touch_row may use field f of class c: no relation to mirror
+ * and no index to update. */
+static bool
+touchable(const struct api_class *c, size_t f)
+{
+    return c->fields[f].inverse_cls < 0 && !c->fields[f].relation_set
+           && (int) f != c->uuid_field && (int) f != c->name_label_field;
+}
+
 /* Makes one row change without changing its content, so that the commit
  * reports it as modified: a field without relations or indices is set to
- * a placeholder and back within the transaction. */
+ * a placeholder and back within the transaction.  A runtime field is
+ * preferred: the commit then writes nothing to disk. */
 static int
 touch_row(struct db_txn *txn, int cls, const struct db_row *row)
 {
     const struct api_class *c = &api_classes[cls];
+    struct value *cur, *other;
+    size_t f;
+    int rc;
 
-    for (size_t f = 0; f < c->n_fields; f++) {
-        if (c->fields[f].inverse_cls < 0 && !c->fields[f].relation_set
-            && (int) f != c->uuid_field && (int) f != c->name_label_field) {
-            struct value *cur = value_ref(row->fields[f]);
-            struct value *other = cur->type == VALUE_NIL ? value_false()
-                                                         : value_nil();
-            int rc = db_update(txn, cls, row->ref, f, other);
-            if (!rc) {
-                rc = db_update(txn, cls, row->ref, f, cur);
-            } else {
-                value_unref(cur);
-            }
-            return rc;
+    for (f = 0; f < c->n_fields; f++) {
+        if (touchable(c, f) && !c->fields[f].persist) {
+            break;
         }
     }
-    return -ENOTSUP;
+    if (f == c->n_fields) {
+        for (f = 0; f < c->n_fields && !touchable(c, f); f++) {
+            continue;
+        }
+    }
+    if (f == c->n_fields) {
+        return -ENOTSUP;
+    }
+    cur = value_ref(row->fields[f]);
+    other = cur->type == VALUE_NIL ? value_false() : value_nil();
+    rc = db_update(txn, cls, row->ref, f, other);
+    if (rc) {
+        value_unref(cur);
+        return rc;
+    }
+    return db_update(txn, cls, row->ref, f, cur);
 }
 
 /* event.inject(session, class, ref) */

@@ -282,6 +282,9 @@ run_handler(struct api_ctx *ctx, struct value **args, struct value **ret_result)
     api_handler_fn *fn = api_find_handler(ctx->msg->name);
     int rc;
 
+    if (api_call_begin_hook) {
+        api_call_begin_hook(ctx, args);
+    }
     if (fn) {
         rc = fn(ctx, args, ret_result);
     } else if (ctx->msg->kind != MSG_CUSTOM) {
@@ -304,6 +307,7 @@ run_handler(struct api_ctx *ctx, struct value **args, struct value **ret_result)
 }
 
 api_call_hook_fn *api_call_hook;
+api_call_begin_hook_fn *api_call_begin_hook;
 
 void
 api_dispatch(struct xapi *x, const char *method, struct value *params,
@@ -351,6 +355,9 @@ api_dispatch(struct xapi *x, const char *method, struct value *params,
             char *perm = permission_name(ctx.msg);
             api_fail(&ctx, ERR_RBAC_PERMISSION_DENIED, perm, method);
             free(perm);
+            if (api_call_hook) {
+                api_call_hook(&ctx, NULL, NULL, ctx.error);
+            }
             goto out;
         }
     }

@@ -699,9 +699,10 @@ image_build(const struct sim_image *img, uint32_t domid, const char *name,
     uint64_t seed = fnv1a(FNV_OFFSET, img->uuid, strlen(img->uuid))
                     ^ (uint64_t) img->memory_actual;
 
-    /* The name may hold anything; keep the state one key per line. */
+    /* The name may hold anything; keep the state one key per line, and
+     * short. */
     ds_put_fmt(&state, "uuid=%s\nname=", img->uuid);
-    for (const char *c = name; *c; c++) {
+    for (const char *c = name; *c && c - name < 256; c++) {
         ds_put_char(&state, *c == '\n' || *c == '\r' ? ' ' : *c);
     }
     ds_put_fmt(&state, "\ndomid=%"PRIu32"\nmemory_actual=%"PRId64
@@ -805,7 +806,8 @@ write_all(int fd, const void *buf, size_t n)
     if (blocked) {
         if (rc == -EPIPE) {
             struct timespec zero = { 0, 0 };
-            while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+            while (sigtimedwait(&pipe_set, NULL, &zero) < 0
+                   && errno == EINTR) {
                 continue;
             }
         }
@@ -1545,7 +1547,8 @@ apply_config_key(struct sim_host *h, const char *key, const char *value,
     }
     if (!strcmp(key, "cpus") && v >= 1 && v <= 4096) {
         h->cpus = (int) v;
-    } else if (!strcmp(key, "memory_mib") && v > 0 && v <= (INT64_C(1) << 30)) {
+    } else if (!strcmp(key, "memory_mib") && v > 0
+               && v <= (INT64_C(1) << 30)) {
         h->memory_mib = v;
     } else if (!strcmp(key, "dom0_memory_mib") && v > 0
                && v <= (INT64_C(1) << 30)) {

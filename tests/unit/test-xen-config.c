@@ -784,3 +784,38 @@ TEST(test_guest_without_agent_reports_nothing)
     CHECK_STR(xen_config_shutdown_word(XENOPS_SHUTDOWN_SUSPEND), "suspend");
     xenops_domain_info_clear(&info);
 }
+
+/* ---- The provider itself ---- */
+
+TEST(test_xen_provider_rejects_bad_configuration)
+{
+    struct xenops_host *host = NULL;
+    char *err = NULL;
+
+    CHECK_INT(xenops_open("xen", "bridge_script=x", &host, &err), -EINVAL);
+    CHECK(host == NULL);
+    CHECK(err && strstr(err, "vif_script"));
+    free(err);
+}
+
+/* Here there is no hypervisor: open must fail with a message, not crash.
+ * On a Xen Dom0 it opens, reports the host and closes. */
+TEST(test_xen_provider_opens_or_explains_why_not)
+{
+    struct xenops_host *host = NULL;
+    struct xenops_host_info info;
+    char *err = NULL;
+    int rc = xenops_open("xen", "vif_script=vif-openvswitch", &host, &err);
+
+    if (rc) {
+        CHECK_INT(rc, -ENODEV);
+        CHECK(host == NULL);
+        CHECK(err && strstr(err, "cannot open libxenctrl"));
+        free(err);
+        SKIP("no Xen hypervisor on this machine");
+    }
+    CHECK_INT(xenops_host_info(host, &info, &err), 0);
+    CHECK(info.n_cpus > 0);
+    CHECK(info.memory_total > 0);
+    xenops_close(host);
+}
