@@ -201,6 +201,16 @@ void audit_http_handler(struct http_exchange *hx, struct xapi *x);
 int lifecycle_init(struct xapi *x);
 void lifecycle_shutdown(struct xapi *x);
 extern int64_t lifecycle_shutdown_timeout_ms;
+/* allowed_operations of a VM in that state (VM.create, templates), and
+ * their recomputation inside a transaction. */
+struct value *lifecycle_allowed_ops(const char *power, bool template,
+                                    bool control);
+void lifecycle_refresh_allowed(struct db_txn *txn, const char *ref,
+                               bool busy);
+
+/* The default templates (templates.c), created on every start if
+ * missing. */
+int templates_ensure(struct xapi *x);
 
 /* First start (firstboot.c): creates the pool, this host and its
  * records, and the control domain when the database is empty; on every

@@ -10,7 +10,8 @@ xapi_libxapi_a_SOURCES = \
 	xapi/http.h xapi/http.c xapi/http-parse.h xapi/http-parse.c \
 	xapi/api.h xapi/rpc.c xapi/generic.c xapi/session.c \
 	xapi/handlers.c xapi/firstboot.c xapi/vm.c xapi/task.c \
-	xapi/events.c xapi/rbac.c xapi/audit.c xapi/lifecycle.c
+	xapi/events.c xapi/rbac.c xapi/audit.c xapi/lifecycle.c \
+	xapi/templates.c
 nodist_xapi_libxapi_a_SOURCES = xapi/schema-gen.c xapi/schema-gen.h
 xapi_libxapi_a_CPPFLAGS = $(AM_CPPFLAGS) -I$(srcdir)/xapi -I$(builddir)/xapi \
 	$(OPENSSL_CFLAGS) $(SQLITE_CFLAGS)

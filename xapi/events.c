@@ -276,8 +276,10 @@ filter_remove_ref(struct ev_filter *f, const char *ref)
 }
 
 /* Parses one subscription: "*", a class name in any case, or
- * "class/ref".  Unknown classes are errors; known classes that have no
- * rows (pure record types) are accepted and never fire. */
+ * "class/ref".  As in XenAPI only the form is checked: a well-formed name
+ * of a class this datamodel lacks (or one without rows) is accepted and
+ * matches nothing (*ret_cls is then -2), so that a client subscribing to
+ * a fixed list of classes keeps working.  Returns -EINVAL if malformed. */
 static int
 filter_parse_one(const char *s, int *ret_cls, const char **ret_ref)
 {
@@ -294,13 +296,17 @@ filter_parse_one(const char *s, int *ret_cls, const char **ret_ref)
     if (!len || len >= sizeof name || (slash && !slash[1])) {
         return -EINVAL;
     }
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '_')) {
+            return -EINVAL;
+        }
+    }
     memcpy(name, s, len);
     name[len] = '\0';
     cls = api_class_find_nocase(name);
-    if (cls < 0 || cls >= CLS__COUNT) {
-        return -EINVAL;
-    }
-    *ret_cls = cls;
+    *ret_cls = cls >= 0 && cls < CLS__COUNT ? cls : -2;
     *ret_ref = slash ? slash + 1 : NULL;
     return 0;
 }
@@ -320,8 +326,10 @@ filter_add(struct ev_filter *f, const struct value *classes,
             *ret_bad = v->type == VALUE_STRING ? v->u.str.s : "";
             return -EINVAL;
         }
-        if (cls < 0) {
+        if (cls == -1) {
             f->all = true;
+        } else if (cls < 0) {
+            continue;                   /* a class we do not have */
         } else if (!ref) {
             f->cls[cls] = true;
         } else {
@@ -344,10 +352,12 @@ filter_remove(struct ev_filter *f, const struct value *classes)
         if (v->type != VALUE_STRING || filter_parse_one(v->u.str.s, &cls, &ref)) {
             continue;
         }
-        if (cls < 0) {
+        if (cls == -1) {
             f->all = false;
             memset(f->cls, 0, sizeof f->cls);
             filter_clear_refs(f);
+        } else if (cls < 0) {
+            continue;
         } else if (!ref) {
             f->cls[cls] = false;
         } else {

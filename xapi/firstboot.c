@@ -331,6 +331,11 @@ firstboot_init(struct xapi *x, char **ret_err)
     rc = rbac_init(x);
     if (rc) {
         *ret_err = xasprintf("cannot create the roles: %s", strerror(-rc));
+        goto out;
+    }
+    rc = templates_ensure(x);
+    if (rc) {
+        *ret_err = xasprintf("cannot create the templates: %s", strerror(-rc));
     }
 out:
     free(inv_path);

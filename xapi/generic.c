@@ -429,6 +429,9 @@ generic_create(struct api_ctx *ctx, struct value **args, struct value **ret)
         }
     }
     rc = db_insert(txn, cls, ref, fields, &dup);
+    if (!rc && cls == CLS_VM) {
+        lifecycle_refresh_allowed(txn, ref, false);
+    }
     if (rc) {
         api_fail(ctx, ERR_DB_UNIQUENESS_CONSTRAINT_VIOLATION, c->name,
                  dup ? dup : "", "");

@@ -124,6 +124,21 @@ allowed_ops(const char *power, bool template, bool control, bool busy)
     return arr;
 }
 
+static void refresh_allowed(struct db_txn *txn, const char *ref, bool busy);
+
+struct value *
+lifecycle_allowed_ops(const char *power, bool template, bool control)
+{
+    return allowed_ops(power, template, control, false);
+}
+
+/* Recomputes allowed_operations of a VM inside txn. */
+void
+lifecycle_refresh_allowed(struct db_txn *txn, const char *ref, bool busy)
+{
+    refresh_allowed(txn, ref, busy);
+}
+
 /* Recomputes allowed_operations of a VM inside txn. */
 static void
 refresh_allowed(struct db_txn *txn, const char *ref, bool busy)
@@ -985,6 +1000,22 @@ api_vm_resume_on(struct api_ctx *ctx, struct value **args, struct value **ret)
     return run_op(ctx, OP_RESUME, args[1], args[3]->u.b);
 }
 
+/* VM.set_is_a_template: the generic setter, plus what a template may do. */
+static int
+api_vm_set_is_a_template(struct api_ctx *ctx, struct value **args,
+                         struct value **ret)
+{
+    struct db_txn *txn;
+
+    if (api_generic(ctx, args, ret)) {
+        return -1;
+    }
+    txn = db_begin(ctx->x->db);
+    refresh_allowed(txn, args[1]->u.str.s, false);
+    db_commit(txn);
+    return 0;
+}
+
 /* VM.power_state_reset: the database only, for a VM whose domain is gone
  * (the host crashed, say); a domain this host still runs is destroyed. */
 static int
@@ -1313,6 +1344,7 @@ const struct api_handler_entry lifecycle_handlers[] = {
     { "VM.clean_shutdown", api_vm_clean_shutdown },
     { "VM.hard_reboot", api_vm_hard_reboot },
     { "VM.hard_shutdown", api_vm_hard_shutdown },
+    { "VM.set_is_a_template", api_vm_set_is_a_template },
     { "VM.pause", api_vm_pause },
     { "VM.power_state_reset", api_vm_power_state_reset },
     { "VM.resume", api_vm_resume },

@@ -4,6 +4,6 @@
 noinst_LIBRARIES += xenops/libxenops.a
 xenops_libxenops_a_SOURCES = xenops/xenops.h xenops/xenops.c xenops/sim.c
 if HAVE_XEN
-xenops_libxenops_a_SOURCES += xenops/xen.c
+xenops_libxenops_a_SOURCES += xenops/xen.c xenops/xen-config.c xenops/xen-config.h
 xenops_libxenops_a_CFLAGS = $(AM_CFLAGS) $(XEN_CFLAGS)
 endif

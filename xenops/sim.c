@@ -1952,9 +1952,16 @@ sim_domain_shutdown(struct xenops_host *host, uint32_t domid,
                       "down", domid);
         goto out;
     }
-    /* The request is written where the PV drivers would look; a guest
-     * without them, or one told to ignore requests, never answers. */
-    if (!d->pv_drivers || d->ignore_shutdown) {
+    /* The request goes where the PV drivers look for it: without them
+     * there is no one to ask (the caller answers VM_MISSING_PV_DRIVERS).
+     * A guest told to ignore requests takes them and never answers, which
+     * is how callers' timeouts get tested. */
+    if (!d->pv_drivers) {
+        rc = sim_fail(ret_err, -EOPNOTSUPP, "domain %"PRIu32" has no PV "
+                      "drivers for a clean shutdown", domid);
+        goto out;
+    }
+    if (d->ignore_shutdown) {
         LOG_DBG("sim: domain %"PRIu32" ignores the shutdown request",
                 domid);
     } else {

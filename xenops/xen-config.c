@@ -340,8 +340,9 @@ xen_config_disk_from_vbd(const struct xenops_vbd_spec *vbd,
         disk.pdev_path = xstrdup(vbd->target);
     }
 
-    /* QEMU (upstream) refuses read-only emulated IDE/AHCI disks, which
-     * libxl reports only once the device model fails; say so now. */
+    /* Upstream QEMU cannot emulate a read-only IDE or AHCI disk, and
+     * libxl refuses one only while starting the device model, after the
+     * domain is built; say so before anything is built. */
     if (type == XENOPS_HVM && !disk.readwrite && !disk.is_cdrom
         && !str_starts_with(disk.vdev, "xvd")) {
         *ret_err = xasprintf("VBD %s: HVM guests cannot have read-only "

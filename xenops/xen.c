@@ -10,10 +10,10 @@
  * watches and a one-second tick into update callbacks.
  * docs/xen-backend.md tells what is tested where.
  *
- * Configuration (--backend-config): comma-separated key=value pairs,
- * vif_script=NAME (the vif hotplug script, e.g. vif-openvswitch; libxl's
- * default is vif-bridge) and nbd_script=NAME (replaces
- * XEN_CONFIG_NBD_SCRIPT for NBD disks). */
+ * Configuration (the string given to xenops_open()): empty, or
+ * comma-separated key=value pairs vif_script=NAME (the vif hotplug script,
+ * e.g. vif-openvswitch; libxl's default is vif-bridge) and nbd_script=NAME
+ * (replaces XEN_CONFIG_NBD_SCRIPT for NBD disks). */
 #include <config.h>
 #include "xenops.h"
 
@@ -958,6 +958,20 @@ check_free_memory(struct xen_host *h, libxl_domain_config *cfg,
     return 0;
 }
 
+/* A failed creation may leave a domain behind (libxl reports its domid
+ * then, as xl relies on): nothing else would ever destroy it. */
+static void
+destroy_half_built(struct xen_host *h, uint32_t domid)
+{
+    if (libxl_domid_valid_guest(domid)) {
+        xen_call_begin();
+        if (libxl_domain_destroy(h->ctx, domid, NULL)) {
+            LOG_DBG("xen: cannot destroy half-built domain %u: %s", domid,
+                    last_xen_error);
+        }
+    }
+}
+
 static int
 xen_domain_create(struct xenops_host *host, const struct xenops_vm_spec *spec,
                   uint32_t *ret_domid, char **ret_err)
@@ -977,13 +991,13 @@ xen_domain_create(struct xenops_host *host, const struct xenops_vm_spec *spec,
         goto out;
     }
     /* libxl leaves a new domain paused (xl unpauses it unless given -p),
-     * which is what the interface asks for.  On failure libxl destroys
-     * what it built. */
+     * which is what the interface asks for. */
     xen_call_begin();
     xlrc = libxl_domain_create_new(h->ctx, &cfg, &domid, NULL, NULL);
     if (xlrc) {
         rc = xl_fail(xlrc, ret_err, "cannot create a domain for VM %s",
                      spec->uuid);
+        destroy_half_built(h, domid);
         goto out;
     }
     remember_domain(h, domid, spec, &cfg);
@@ -1026,6 +1040,7 @@ restore_from_fd(struct xen_host *h, const struct xenops_vm_spec *spec,
     if (xlrc) {
         rc = xl_fail(xlrc, ret_err, "cannot restore VM %s from %s",
                      spec->uuid, what);
+        destroy_half_built(h, domid);
         goto out;
     }
     remember_domain(h, domid, spec, &cfg);
@@ -1035,6 +1050,51 @@ out:
     libxl_domain_restore_params_dispose(&params);
     libxl_domain_config_dispose(&cfg);
     return rc;
+}
+
+/* Finds the domain of a VM after the toolstack restarted: the newest
+ * live domain whose handle is the VM's uuid (two exist only while a
+ * migration on this host is under way). */
+static int
+xen_domain_lookup(struct xenops_host *host, const char *uuid,
+                  uint32_t *ret_domid, char **ret_err)
+{
+    struct xen_host *h = xen_host_cast(host);
+    libxl_dominfo *list;
+    libxl_uuid want;
+    uint32_t found = 0;
+    bool have = false;
+    int n = 0;
+
+    if (libxl_uuid_from_string(&want, uuid)) {
+        *ret_err = xasprintf("'%s' is not a UUID", uuid);
+        return -EINVAL;
+    }
+    xen_call_begin();
+    list = libxl_list_domain(h->ctx, &n);
+    if (!list) {
+        *ret_err = xasprintf("cannot list domains: %s",
+                             last_xen_error[0] ? last_xen_error : "libxl");
+        return -EIO;
+    }
+    for (int i = 0; i < n; i++) {
+        if (list[i].domid && !list[i].dying
+            && !libxl_uuid_compare(&list[i].uuid, &want)
+            && (!have || list[i].domid > found)) {
+            found = list[i].domid;
+            have = true;
+        }
+    }
+    libxl_dominfo_list_free(list, n);
+    if (!have) {
+        *ret_err = xasprintf("VM %s has no domain", uuid);
+        return -ENOENT;
+    }
+    pthread_mutex_lock(&h->mutex);
+    dom_get(h, found, uuid);
+    pthread_mutex_unlock(&h->mutex);
+    *ret_domid = found;
+    return 0;
 }
 
 /* ---- Running domains ---- */
@@ -1766,4 +1826,5 @@ const struct xenops_provider xenops_xen_provider = {
     .device_unplug = xen_device_unplug,
     .send_sysrq = xen_send_sysrq,
     .send_trigger = xen_send_trigger,
+    .domain_lookup = xen_domain_lookup,
 };

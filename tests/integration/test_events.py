@@ -341,9 +341,20 @@ try:
 
     @tap.test('test_malformed_subscription_is_EVENT_SUBSCRIPTION_PARSE_FAILURE')
     def _():
-        for sub in ('nosuchclass', 'vm/', '', '/OpaqueRef:x'):
+        for sub in ('vm/', '', '/OpaqueRef:x', 'no such class', 'vm!'):
             expect_error(lambda: efrom(c, s, ['vm', sub], '', 0),
                          'EVENT_SUBSCRIPTION_PARSE_FAILURE', [sub], what=sub)
+        expect_error(lambda: c.event.register(s, ['bad class']),
+                     'EVENT_SUBSCRIPTION_PARSE_FAILURE', ['bad class'])
+
+    @tap.test('test_unknown_class_is_accepted_and_matches_nothing')
+    def _():
+        # As XenAPI: a client's fixed list of classes may name one this
+        # toolstack lacks; the call still serves the others.
+        b = efrom(c, s, ['nosuchclass', 'pool', 'nosuchclass/OpaqueRef:x'],
+                  '', 0)
+        assert {e['class'] for e in b['events']} == {'pool'}, b['events']
+        assert set(b['valid_ref_counts']) == {'pool'}, b['valid_ref_counts']
 
     @tap.test('test_token_of_another_daemon_or_before_the_history_is_EVENTS_LOST')
     def _():
@@ -639,7 +650,8 @@ try:
 
     @tap.test('test_event_from_over_jsonrpc')
     def _():
-        r = d.jsonrpc('event.from', [s, ['pool'], '', 0.0]).json()
+        # An integer timeout, as Xen Orchestra sends it.
+        r = d.jsonrpc('event.from', [s, ['pool'], '', 0]).json()
         b = r['result']
         assert [e['class'] for e in b['events']] == ['pool'], b
         assert b['valid_ref_counts'] == {'pool': 1}, b['valid_ref_counts']

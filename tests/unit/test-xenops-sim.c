@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "util.h"
-#include "xenops.h"
+#include "xenops/xenops.h"
 
 #define MIB (INT64_C(1) << 20)
 #define FAST "tick_ms=5,boot_ms=20,shutdown_ms=60,stats_ms=20"
@@ -535,7 +535,7 @@ TEST(test_paused_guest_does_not_act_on_shutdown_until_unpaused)
     sim_stop(s);
 }
 
-TEST(test_guest_without_pv_drivers_ignores_shutdown)
+TEST(test_guest_without_pv_drivers_cannot_be_asked_to_shut_down)
 {
     struct sim *s = sim_start("pv_drivers=no", false);
     struct xenops_vm_spec *spec = make_spec("old", 128, 1);
@@ -546,7 +546,10 @@ TEST(test_guest_without_pv_drivers_ignores_shutdown)
 
     unpause(s, domid);
     CHECK_INT(s->p->domain_shutdown(s->host, domid, XENOPS_SHUTDOWN_POWEROFF,
-                                    &err), 0);
+                                    &err), -EOPNOTSUPP);
+    CHECK(err && strstr(err, "PV drivers"));
+    free(err);
+    err = NULL;
     usleep(200 * 1000);
     CHECK_INT(power_of(s, domid), XENOPS_RUNNING);
     CHECK_INT(count_updates(&s->rec, XENOPS_UPDATE_DOMAIN, domid), 0);
@@ -585,6 +588,28 @@ TEST(test_guest_without_pv_drivers_ignores_shutdown)
 }
 
 /* ---- the control socket ---- */
+
+TEST(test_guest_that_ignores_requests_never_shuts_down)
+{
+    struct sim *s = sim_start(NULL, true);
+    struct xenops_vm_spec *spec = make_spec("deaf", 128, 1);
+    uint32_t domid = boot(s, spec);
+    char *err = NULL, cmd[128], *answer;
+
+    snprintf(cmd, sizeof cmd, "set %u ignore_shutdown yes", domid);
+    answer = ctl(s, cmd);
+    CHECK_STR(answer, "OK\n");
+    free(answer);
+    /* The request is taken (its drivers are there) but not acted on. */
+    CHECK_INT(s->p->domain_shutdown(s->host, domid, XENOPS_SHUTDOWN_POWEROFF,
+                                    &err), 0);
+    CHECK_INT(s->p->send_trigger(s->host, domid, "power", &err), 0);
+    usleep(250 * 1000);
+    CHECK_INT(power_of(s, domid), XENOPS_RUNNING);
+    CHECK_INT(count_updates(&s->rec, XENOPS_UPDATE_DOMAIN, domid), 0);
+    xenops_vm_spec_free(spec);
+    sim_stop(s);
+}
 
 TEST(test_behaviour_set_by_uuid_before_the_domain_exists)
 {
