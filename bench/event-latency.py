@@ -5,10 +5,11 @@ concurrent watchers (standard library only).
 Starts one xapi daemon (simulator backend) in a private state directory,
 then:
 
-  - N watchers (default 100), spread over a few processes with a thread
-    each, every one with its own session and keep-alive connection, loop
+  - N watchers (default 100), each with its own session and keep-alive
+    connection, loop
     on event.from(["network"], token, 30) over JSON-RPC, as Xen
-    Orchestra does (["VM"] with --class VM);
+    Orchestra does (["VM"] with --class VM), every watcher in a thread of
+    its own (--procs processes, 4 by default);
   - one writer calls network.set_name_label on one network (or
     VM.set_name_label on the control domain) at a steady rate, putting
     its wall-clock send time in the new name;
@@ -25,7 +26,8 @@ event) are counted as "collapsed".  Both figures include the writer's
 request and commit.  Watchers, writer and daemon share the machine; real
 watchers run elsewhere, so the watcher processes run niced (--nice, 10 by
 default) to leave the CPU to the daemon when a commit wakes all of them at
-once.  The load average is printed with the figures.  It prints figures only, never pass/fail.
+once.  The load average is printed with the figures.  It prints figures
+only, never pass/fail.
 
 Usage: event-latency.py DAEMON_OR_BUILD_DIR [--watchers N] [--rate HZ]
                         [--seconds S] [--procs P] [--workers W]

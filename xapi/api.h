@@ -218,6 +218,8 @@ int templates_ensure(struct xapi *x);
 int firstboot_init(struct xapi *x, char **ret_err);
 
 extern api_handler_fn api_vm_destroy;
+extern api_handler_fn api_vm_clone;
+extern api_handler_fn api_vm_copy;
 extern api_handler_fn api_task_create;
 extern api_handler_fn api_task_destroy;
 extern api_handler_fn api_task_cancel;

@@ -12,6 +12,8 @@
 #include <string.h>
 
 static const struct api_handler_entry core_handlers[] = {
+    { "VM.clone", api_vm_clone },
+    { "VM.copy", api_vm_copy },
     { "VM.destroy", api_vm_destroy },
     { "session.change_password", api_session_change_password },
     { "session.get_all_subject_identifiers",

@@ -588,6 +588,12 @@ domain_build(struct sim_host *h, const struct xenops_vm_spec *spec,
                       "and dynamic_max are 0)", spec->uuid);
         goto out;
     }
+    if (img && img->vcpus_online > spec->vcpus_max) {
+        rc = sim_fail(ret_err, -EINVAL, "image has %d vCPUs online but VM %s "
+                      "has vcpus_max %d", img->vcpus_online, spec->uuid,
+                      spec->vcpus_max);
+        goto out;
+    }
     overhead = sim_overhead(spec, memory);
     free_mem = host_free_memory(h);
     if (MAX(memory, target) + overhead > free_mem) {
@@ -618,12 +624,6 @@ domain_build(struct sim_host *h, const struct xenops_vm_spec *spec,
     d->shutdown_ms = h->shutdown_ms;
     d->boot_ms = h->boot_ms;
     if (img) {
-        if (img->vcpus_online < 1 || img->vcpus_online > spec->vcpus_max) {
-            rc = sim_fail(ret_err, -EINVAL, "image has %d vCPUs online but "
-                          "VM %s has vcpus_max %d", img->vcpus_online,
-                          spec->uuid, spec->vcpus_max);
-            goto out;
-        }
         d->vcpus_online = img->vcpus_online;
         d->pv_drivers = img->pv_drivers;
         d->ignore_shutdown = img->ignore_shutdown;

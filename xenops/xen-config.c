@@ -340,15 +340,27 @@ xen_config_disk_from_vbd(const struct xenops_vbd_spec *vbd,
         disk.pdev_path = xstrdup(vbd->target);
     }
 
-    /* Upstream QEMU cannot emulate a read-only IDE or AHCI disk, and
-     * libxl refuses one only while starting the device model, after the
-     * domain is built; say so before anything is built. */
-    if (type == XENOPS_HVM && !disk.readwrite && !disk.is_cdrom
-        && !str_starts_with(disk.vdev, "xvd")) {
-        *ret_err = xasprintf("VBD %s: HVM guests cannot have read-only "
-                             "emulated disks; use an xvd device or make it "
-                             "read-write", disk.vdev);
-        goto out;
+    /* For an HVM guest libxl also has QEMU emulate the first four disks
+     * (xvdX or hdX alike) on IDE and every CD drive.  Upstream QEMU cannot
+     * emulate a read-only IDE disk, nor IDE beyond four drives, and libxl
+     * says so only while starting the device model, after the domain is
+     * built: refuse such VBDs before anything is built. */
+    if (type == XENOPS_HVM && !str_starts_with(disk.vdev, "sd")) {
+        int index = xen_config_vdev_index(disk.vdev);
+
+        if (disk.is_cdrom && index >= 4) {
+            *ret_err = xasprintf("VBD %s: an HVM guest's CD drives must be "
+                                 "among its first four devices (hda-hdd)",
+                                 disk.vdev);
+            goto out;
+        }
+        if (!disk.is_cdrom && !disk.readwrite && index < 4) {
+            *ret_err = xasprintf("VBD %s: the first four disks of an HVM "
+                                 "guest are emulated IDE disks, which cannot "
+                                 "be read-only; use position 4 (xvde) or "
+                                 "later", disk.vdev);
+            goto out;
+        }
     }
 
     *ret_disk = disk;

@@ -583,7 +583,13 @@ TEST(test_bad_devices_are_refused)
     vbd.format = "raw";
     vbd.device = "hdb";
     vbd.read_only = true;
-    check_refused(&s, "read-only emulated");
+    check_refused(&s, "cannot be read-only");
+    vbd.device = "xvdb";            /* emulated on IDE all the same */
+    check_refused(&s, "cannot be read-only");
+    vbd.device = "xvde";
+    vbd.read_only = false;
+    vbd.cdrom = true;
+    check_refused(&s, "first four devices");
 
     two[0] = root_disk;
     two[0].device = "hda";

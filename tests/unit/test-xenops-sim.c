@@ -789,6 +789,15 @@ TEST(test_suspend_save_restore_round_trip)
     CHECK(stat(path, &st) == 0 && st.st_size > 64 * MIB / 16);
     CHECK_INT(s->p->domain_destroy(s->host, domid, &err), 0);
 
+    /* The VM's record no longer allows the vCPUs the guest has online. */
+    spec->vcpus_max = 2;
+    CHECK_INT(s->p->domain_restore(s->host, spec, path, &restored, &err),
+              -EINVAL);
+    CHECK(err && strstr(err, "vCPUs"));
+    free(err);
+    err = NULL;
+    spec->vcpus_max = 4;
+
     free_before = host_free(s);
     CHECK_INT(s->p->domain_restore(s->host, spec, path, &restored, &err), 0);
     CHECK(restored > domid);
