@@ -5,11 +5,10 @@ concurrent watchers (standard library only).
 Starts one xapi daemon (simulator backend) in a private state directory,
 then:
 
-  - N watchers (default 100), each with its own session and keep-alive
-    connection, loop
-    on event.from(["network"], token, 30) over JSON-RPC, as Xen
-    Orchestra does (["VM"] with --class VM), every watcher in a thread of
-    its own (--procs processes, 4 by default);
+  - N watchers (default 100), each a thread (spread over --procs
+    processes, 4 by default) with its own session and keep-alive
+    connection, loop on event.from(["network"], token, 30) over JSON-RPC
+    as Xen Orchestra does (["VM"] with --class VM);
   - one writer calls network.set_name_label on one network (or
     VM.set_name_label on the control domain) at a steady rate, putting
     its wall-clock send time in the new name;

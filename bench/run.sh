@@ -54,3 +54,7 @@ echo
 
 python3 "$top/bench/bench.py" --build-dir "$build" --http-load "$work/http-load" \
     --work-dir "$work"
+
+echo
+echo "== 5. Event delivery latency: event.from with 100 watchers =="
+python3 "$top/bench/event-latency.py" "$build"

@@ -26,6 +26,25 @@ tests_unit_test_audit_SOURCES = tests/unit/test-audit.c
 tests_unit_test_audit_CPPFLAGS = $(TEST_CPPFLAGS)
 tests_unit_test_audit_LDADD = $(XAPI_LIBS)
 
+noinst_PROGRAMS += tests/unit/test-events
+tests_unit_test_events_SOURCES = tests/unit/test-events.c tests/unit/test.h
+tests_unit_test_events_CPPFLAGS = $(TEST_CPPFLAGS)
+tests_unit_test_events_LDADD = $(XAPI_LIBS)
+
+noinst_PROGRAMS += tests/unit/test-xenops-sim
+tests_unit_test_xenops_sim_SOURCES = tests/unit/test-xenops-sim.c tests/unit/test.h
+tests_unit_test_xenops_sim_CPPFLAGS = $(TEST_CPPFLAGS)
+tests_unit_test_xenops_sim_LDADD = xenops/libxenops.a lib/libutil.a $(XEN_LIBS_IF)
+
+# The Xen backend's pure parts; needs libxen-dev, not a hypervisor.
+if HAVE_XEN
+noinst_PROGRAMS += tests/unit/test-xen-config
+tests_unit_test_xen_config_SOURCES = tests/unit/test-xen-config.c tests/unit/test.h
+tests_unit_test_xen_config_CPPFLAGS = $(TEST_CPPFLAGS) $(XEN_CFLAGS)
+tests_unit_test_xen_config_LDADD = xenops/libxenops.a lib/libutil.a $(XEN_LIBS)
+endif
+EXTRA_DIST += tests/unit/xen-config
+
 if HAVE_XMLRPC_C
 noinst_PROGRAMS += tests/integration/xmlrpc-c-client
 tests_integration_xmlrpc_c_client_SOURCES = tests/integration/xmlrpc-c-client.c

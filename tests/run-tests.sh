@@ -43,9 +43,14 @@ run() {
     fi
 }
 
-for t in test-codec test-db test-db-store test-query test-http test-audit; do
+for t in test-codec test-db test-db-store test-query test-http test-audit test-events test-xenops-sim; do
     run "unit/$t" "$build/tests/unit/$t"
 done
+if [ -x "$build/tests/unit/test-xen-config" ]; then
+    run "unit/test-xen-config" "$build/tests/unit/test-xen-config"
+else
+    echo "unit/test-xen-config: not built (no libxen-dev)"
+fi
 run "unit/test_idl.py" python3 "$top/tests/unit/test_idl.py"
 for t in "$top"/tests/integration/test_*.py; do
     [ -e "$t" ] || continue

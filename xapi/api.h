@@ -134,6 +134,7 @@ struct api_handler_entry {
 extern const struct api_handler_entry events_handlers[];  /* events.c */
 extern const struct api_handler_entry rbac_handlers[];    /* rbac.c */
 extern const struct api_handler_entry lifecycle_handlers[]; /* lifecycle.c */
+extern const struct api_handler_entry vm_handlers[];      /* vm.c */
 api_handler_fn *api_find_handler(const char *name);
 /* Runs the generic implementation of a generated message. */
 int api_generic(struct api_ctx *ctx, struct value **args,

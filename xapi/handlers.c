@@ -38,6 +38,7 @@ static const struct api_handler_entry *const tables[] = {
     events_handlers,
     rbac_handlers,
     lifecycle_handlers,
+    vm_handlers,
 };
 
 static struct api_handler_entry *index_;

@@ -165,13 +165,41 @@ op_begin(struct api_ctx *ctx, const char *ref, const char *op,
          const char *const *states)
 {
     struct xapi *x = ctx->x;
-    struct db_txn *txn = db_begin(x->db);
-    struct db_row *row = db_lookup(x->db, CLS_VM, ref);
+    struct db_txn *txn;
+    struct db_row *row;
     const char *power;
     struct vm_rt *rt;
     struct value *cur;
     bool ok = false;
 
+    /* A reaction to what the guest did (a restart after a crash, say) is
+     * short: wait for it rather than fail, since the client cannot know
+     * it was running. */
+    db_read_lock(x->db);
+    row = db_lookup(x->db, CLS_VM, ref);
+    if (row) {
+        char uuid[40];
+        int64_t deadline = time_mono_ms() + 5000;
+        snprintf(uuid, sizeof uuid, "%s", row->fields[F_VM_uuid]->u.str.s);
+        db_read_unlock(x->db);
+        pthread_mutex_lock(&lc.mu);
+        rt = rt_get(ref, uuid);
+        while (!strcmp(rt->op, "internal") && time_mono_ms() < deadline) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&lc.cv, &lc.mu, &ts);
+        }
+        pthread_mutex_unlock(&lc.mu);
+    } else {
+        db_read_unlock(x->db);
+    }
+    txn = db_begin(x->db);
+    row = db_lookup(x->db, CLS_VM, ref);
     if (!row) {
         db_abort(txn);
         api_fail_handle(ctx, CLS_VM, ref);
@@ -815,8 +843,18 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused)
         rc = h->provider->domain_restore(h, spec, path, &domid, &err);
         xenops_vm_spec_free(spec);
         if (rc == -ENOMEM) {
+            struct xenops_host_info hi;
+            char need[32], avail[32], *e2 = NULL;
             free(err);
-            rc = api_fail(ctx, ERR_HOST_NOT_ENOUGH_FREE_MEMORY, "0", "0");
+            db_read_lock(x->db);
+            snprintf(need, sizeof need, "%lld", (long long)
+                     db_lookup(x->db, CLS_VM, ref)->fields[F_VM_memory_dynamic_max]->u.i);
+            db_read_unlock(x->db);
+            snprintf(avail, sizeof avail, "%lld",
+                     xenops_host_info(h, &hi, &e2) ? 0LL
+                     : (long long) hi.memory_free);
+            free(e2);
+            rc = api_fail(ctx, ERR_HOST_NOT_ENOUGH_FREE_MEMORY, need, avail);
         } else if (rc) {
             rc = fail_provider(ctx, "cannot restore the suspend image", rc, err);
         } else if (!paused) {
@@ -1063,8 +1101,20 @@ react_domain(struct xapi *x, struct vm_rt *rt)
     int which;
 
     memset(&info, 0, sizeof info);
-    if (h->provider->domain_info(h, rt->domid, &info, &err)
-        || info.power != XENOPS_SHUTDOWN) {
+    if (h->provider->domain_info(h, rt->domid, &info, &err) == -ENOENT) {
+        /* Destroyed behind our back (xl destroy, say): the VM is halted. */
+        free(err);
+        xenops_domain_info_clear(&info);
+        pthread_mutex_lock(&lc.mu);
+        rt->has_domain = false;
+        pthread_mutex_unlock(&lc.mu);
+        txn = db_begin(x->db);
+        record_stopped(txn, x, rt, "Halted");
+        refresh_allowed(txn, rt->ref, false);
+        db_commit(txn);
+        return;
+    }
+    if (info.power != XENOPS_SHUTDOWN) {
         free(err);
         xenops_domain_info_clear(&info);
         return;
@@ -1237,6 +1287,7 @@ react_run(void *aux)
             react_domain(lc.x, rt);
             pthread_mutex_lock(&lc.mu);
             rt->op[0] = '\0';
+            pthread_cond_broadcast(&lc.cv);
             pthread_mutex_unlock(&lc.mu);
         }
     } else {

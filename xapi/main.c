@@ -328,10 +328,11 @@ fail:
     fprintf(stderr, "xapi: %s\n", err ? err : "start-up failed");
 out:
     http_server_stop(srv);
+    /* The executor first: its jobs may still be waiting for guests. */
+    task_executor_stop(&x);
     if (x.xenops) {
         lifecycle_shutdown(&x);
     }
-    task_executor_stop(&x);
     events_shutdown(&x);
     audit_shutdown(&x);
     session_table_destroy(x.sessions);

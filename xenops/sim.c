@@ -2132,7 +2132,7 @@ out:
     if (verdict && is_stream_socket(fd)) {
         send_verdict(fd, rc, err);
     }
-    if (rc) {
+    if (rc && ret_err) {
         *ret_err = err;
         err = NULL;
     }
