@@ -135,6 +135,8 @@ extern const struct api_handler_entry events_handlers[];  /* events.c */
 extern const struct api_handler_entry rbac_handlers[];    /* rbac.c */
 extern const struct api_handler_entry lifecycle_handlers[]; /* lifecycle.c */
 extern const struct api_handler_entry vm_handlers[];      /* vm.c */
+extern const struct api_handler_entry host_handlers[];    /* host.c */
+extern const struct api_handler_entry vmops_handlers[];   /* vm-ops.c */
 api_handler_fn *api_find_handler(const char *name);
 /* Runs the generic implementation of a generated message. */
 int api_generic(struct api_ctx *ctx, struct value **args,
@@ -194,6 +196,9 @@ int audit_init(struct xapi *x);
 void audit_shutdown(struct xapi *x);
 void audit_login(struct xapi *x, const char *user, const char *originator,
                  const char *peer, bool ok);
+/* GET /console?ref=...&session_id=... (console.c) */
+void console_http_handler(struct http_exchange *hx, struct xapi *x);
+
 /* GET /audit_log?session_id=...&since=... */
 void audit_http_handler(struct http_exchange *hx, struct xapi *x);
 

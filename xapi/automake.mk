@@ -11,7 +11,7 @@ xapi_libxapi_a_SOURCES = \
 	xapi/api.h xapi/rpc.c xapi/generic.c xapi/session.c \
 	xapi/handlers.c xapi/firstboot.c xapi/vm.c xapi/task.c \
 	xapi/events.c xapi/rbac.c xapi/audit.c xapi/lifecycle.c \
-	xapi/templates.c
+	xapi/templates.c xapi/host.c xapi/vm-ops.c xapi/console.c
 nodist_xapi_libxapi_a_SOURCES = xapi/schema-gen.c xapi/schema-gen.h
 xapi_libxapi_a_CPPFLAGS = $(AM_CPPFLAGS) -I$(srcdir)/xapi -I$(builddir)/xapi \
 	$(OPENSSL_CFLAGS) $(SQLITE_CFLAGS)

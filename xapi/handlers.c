@@ -39,6 +39,8 @@ static const struct api_handler_entry *const tables[] = {
     rbac_handlers,
     lifecycle_handlers,
     vm_handlers,
+    host_handlers,
+    vmops_handlers,
 };
 
 static struct api_handler_entry *index_;

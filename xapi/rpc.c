@@ -614,6 +614,8 @@ rpc_http_handler(struct http_exchange *hx, void *aux)
 
     if (!strcmp(path, "/audit_log")) {
         audit_http_handler(hx, x);
+    } else if (!strcmp(path, "/console")) {
+        console_http_handler(hx, x);
     } else if (!strcmp(req->method, "OPTIONS")) {
         http_respond(hx, 200, NULL, CORS_HEADERS, "", 0);
     } else if ((xml || json) && !strcmp(req->method, "POST")) {
