@@ -239,6 +239,11 @@ extern api_handler_fn api_task_set_error_info;
  * TASK_CANCELLED [task]).  No-ops outside a task. */
 void api_task_set_progress(struct api_ctx *ctx, double progress);
 bool api_task_cancelled(struct api_ctx *ctx);
+/* Steps of a long operation as subtasks (no-ops outside a task); ref
+ * must hold 48 bytes.  api_subtask_end records success, or the error. */
+void api_subtask_begin(struct api_ctx *ctx, const char *label, char *ret_ref);
+void api_subtask_end(struct api_ctx *ctx, const char *ref,
+                     const struct value *error);
 void task_session_ended(struct xapi *x, const char *session);
 extern api_handler_fn api_session_login_with_password;
 extern api_handler_fn api_session_logout;

@@ -583,7 +583,7 @@ static int
 wait_shutdown(struct api_ctx *ctx, struct vm_rt *rt, int64_t timeout_ms)
 {
     struct xenops_host *h = ctx->x->xenops;
-    int64_t deadline = time_mono_ms() + timeout_ms;
+    int64_t start = time_mono_ms(), deadline = start + timeout_ms;
 
     for (;;) {
         struct xenops_domain_info info;
@@ -604,6 +604,14 @@ wait_shutdown(struct api_ctx *ctx, struct vm_rt *rt, int64_t timeout_ms)
         if (info.power == XENOPS_SHUTDOWN) {
             return info.reason;
         }
+        /* A safe point: nothing has changed yet, the guest keeps running. */
+        if (api_task_cancelled(ctx)) {
+            return -ECANCELED;
+        }
+        /* The progress of a wait is the share of the timeout used, which
+         * moves, and never reaches the end before the guest answers. */
+        api_task_set_progress(ctx, 0.1 + 0.8 * (double) (time_mono_ms() - start)
+                                         / (double) MAX(timeout_ms, 1));
         pthread_mutex_lock(&lc.mu);
         while (rt->seq == seq) {
             struct timespec ts;
@@ -646,6 +654,9 @@ clean_request(struct api_ctx *ctx, struct vm_rt *rt,
         return fail_provider(ctx, "cannot ask the guest to shut down", rc, err);
     }
     rc = wait_shutdown(ctx, rt, lifecycle_shutdown_timeout_ms);
+    if (rc == -ECANCELED) {
+        return api_fail(ctx, ERR_TASK_CANCELLED, ctx->task);
+    }
     if (rc == -ETIMEDOUT) {
         snprintf(timeout, sizeof timeout, "%.1f",
                  lifecycle_shutdown_timeout_ms / 1000.0);
@@ -736,7 +747,9 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused)
 
     switch (op) {
     case OP_START:
+        api_task_set_progress(ctx, 0.2);
         rc = create_domain(ctx, rt, paused);
+        api_task_set_progress(ctx, 0.9);
         txn = db_begin(x->db);
         if (!rc) {
             record_running(txn, x, rt, paused, true);
@@ -748,7 +761,8 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused)
         if (!strcmp(power, "Running")) {
             rc = clean_request(ctx, rt, XENOPS_SHUTDOWN_POWEROFF,
                                XENOPS_REASON_POWEROFF);
-            if (rc && op == OP_SHUTDOWN) {
+            if (rc && op == OP_SHUTDOWN
+                && strcmp(ctx->error->u.arr.items[0]->u.str.s, "TASK_CANCELLED")) {
                 /* VM.shutdown: a guest that does not shut down cleanly in
                  * time is stopped the hard way. */
                 value_unref(ctx->error);
@@ -782,7 +796,10 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused)
         }
         break;
     case OP_CLEAN_REBOOT:
-    case OP_HARD_REBOOT:
+    case OP_HARD_REBOOT: {
+        char sub[48];
+        /* A reboot shows its two steps as subtasks. */
+        api_subtask_begin(ctx, "shutdown", sub);
         if (op == OP_CLEAN_REBOOT) {
             rc = clean_request(ctx, rt, XENOPS_SHUTDOWN_REBOOT,
                                XENOPS_REASON_REBOOT);
@@ -790,8 +807,12 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused)
         if (!rc) {
             rc = destroy_domain(ctx, rt);
         }
+        api_subtask_end(ctx, sub, rc ? ctx->error : NULL);
+        api_task_set_progress(ctx, 0.5);
         if (!rc) {
+            api_subtask_begin(ctx, "start", sub);
             rc = create_domain(ctx, rt, false);
+            api_subtask_end(ctx, sub, rc ? ctx->error : NULL);
         }
         txn = db_begin(x->db);
         if (!rc) {
@@ -801,6 +822,7 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused)
         }
         op_end(rt, txn);
         break;
+    }
     case OP_PAUSE:
     case OP_UNPAUSE:
         rc = op == OP_PAUSE ? h->provider->domain_pause(h, rt->domid, &err)

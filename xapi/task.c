@@ -361,6 +361,30 @@ api_task_cancelled(struct api_ctx *ctx)
     return c;
 }
 
+/* A step of a long operation, shown as a task whose subtask_of is the
+ * operation's task (XenAPI clients display them as progress detail). */
+void
+api_subtask_begin(struct api_ctx *ctx, const char *label, char *ret_ref)
+{
+    ret_ref[0] = '\0';
+    if (!*ctx->task) {
+        return;
+    }
+    if (task_insert(ctx->x, label, "", "", ctx->task, ret_ref)) {
+        ret_ref[0] = '\0';
+    }
+}
+
+void
+api_subtask_end(struct api_ctx *ctx, const char *ref, const struct value *error)
+{
+    if (!*ref) {
+        return;
+    }
+    task_complete_ref(ref, error ? NULL : value_empty_string(),
+                      (struct value *) error);
+}
+
 /* ---- task.* messages ---- */
 
 static struct db_row *

@@ -196,6 +196,90 @@ try:
         assert c.VM.get_power_state(s, vm) == 'Halted'
         control('set %s ignore_shutdown no' % uuid)
 
+    @tap.test('test_the_lifecycle_through_tasks_is_seen_in_event_from')
+    def _():
+        w = d.client()
+        ws = d.login(w)
+        token = w.call('event.from', ws, ['vm/%s' % vm], '', 5.0)['token']
+        states = []
+        done = threading.Event()
+
+        def watch():
+            nonlocal token
+            while not done.is_set():
+                batch = w.call('event.from', ws, ['vm/%s' % vm], token, 1.0)
+                token = batch['token']
+                for ev in batch['events']:
+                    ps = ev['snapshot']['power_state']
+                    if ev['ref'] == vm and (not states or states[-1] != ps):
+                        states.append(ps)
+
+        th = threading.Thread(target=watch)
+        th.start()
+        try:
+            for op in ('start', 'pause', 'unpause', 'clean_shutdown'):
+                args = (s, vm, False, False) if op == 'start' else (s, vm)
+                t = getattr(c.Async.VM, op)(*args)
+                wait_for(lambda: c.task.get_status(s, t) != 'pending')
+                assert c.task.get_status(s, t) == 'success', c.task.get_record(s, t)
+                # Let the watcher see each state before the next change, so
+                # that collapsing (correctly) does not merge them.
+                time.sleep(0.3)
+        finally:
+            done.set()
+            th.join()
+        # The first event may be the VM, still halted, marked as starting.
+        while states and states[0] == 'Halted':
+            states.pop(0)
+        assert states == ['Running', 'Paused', 'Running', 'Halted'], states
+
+    @tap.test('test_progress_of_a_long_clean_shutdown_moves')
+    def _():
+        c.VM.start(s, vm, False, False)
+        uuid = c.VM.get_uuid(s, vm)
+        control('set %s shutdown_ms 1500' % uuid)
+        t = c.Async.VM.clean_shutdown(s, vm)
+        seen = []
+        while c.task.get_status(s, t) == 'pending':
+            seen.append(c.task.get_progress(s, t))
+            time.sleep(0.1)
+        control('set %s shutdown_ms 100' % uuid)
+        assert c.task.get_status(s, t) == 'success', c.task.get_record(s, t)
+        inner = [p for p in seen if 0 < p < 1]
+        assert len(set(inner)) >= 3 and inner == sorted(inner), seen
+        assert c.task.get_progress(s, t) == 1.0
+
+    @tap.test('test_cancel_stops_a_clean_shutdown_at_a_safe_point')
+    def _():
+        c.VM.start(s, vm, False, False)
+        uuid = c.VM.get_uuid(s, vm)
+        control('set %s ignore_shutdown yes' % uuid)
+        t = c.Async.VM.clean_shutdown(s, vm)
+        wait_for(lambda: c.VM.get_current_operations(s, vm))
+        c.task.cancel(s, t)
+        wait_for(lambda: c.task.get_status(s, t) not in ('pending', 'cancelling'))
+        rec = c.task.get_record(s, t)
+        assert rec['status'] == 'cancelled', rec
+        assert rec['error_info'] == ['TASK_CANCELLED', t], rec['error_info']
+        assert c.VM.get_power_state(s, vm) == 'Running'
+        assert c.VM.get_current_operations(s, vm) == {}
+        control('set %s ignore_shutdown no' % uuid)
+        c.VM.hard_shutdown(s, vm)
+
+    @tap.test('test_a_reboot_shows_its_steps_as_subtasks')
+    def _():
+        c.VM.start(s, vm, False, False)
+        t = c.Async.VM.clean_reboot(s, vm)
+        wait_for(lambda: c.task.get_status(s, t) != 'pending')
+        rec = c.task.get_record(s, t)
+        assert rec['status'] == 'success', rec
+        subs = [c.task.get_record(s, x) for x in rec['subtasks']]
+        assert [x['name_label'] for x in subs] == ['shutdown', 'start'] or \
+            sorted(x['name_label'] for x in subs) == ['shutdown', 'start'], subs
+        assert all(x['status'] == 'success' and x['subtask_of'] == t
+                   for x in subs), subs
+        c.VM.hard_shutdown(s, vm)
+
     @tap.test('test_a_crash_restarts_or_destroys_as_actions_after_crash_says')
     def _():
         c.VM.set_actions_after_crash(s, vm, 'restart')
