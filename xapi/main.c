@@ -50,7 +50,7 @@ usage(FILE *f)
     fprintf(f,
             "usage: xapi --state-dir DIR --listen ADDR:PORT [--listen-tls ADDR:PORT]\n"
             "            [--unix PATH] --backend sim|xen --root-password-file FILE\n"
-            "            [--tls-cert FILE --tls-key FILE] [--sim-config K=V,...]\n"
+            "            [--tls-cert FILE --tls-key FILE] [--backend-config K=V,...]\n"
             "            [--workers N] [--session-idle-timeout SECONDS]\n"
             "            [--shutdown-timeout SECONDS]\n"
             "            [--log-level debug|info|warn|error] [--version]\n");
@@ -72,6 +72,7 @@ parse_options(int argc, char *argv[], struct options *o)
         { "tls-cert", required_argument, NULL, O_CERT },
         { "tls-key", required_argument, NULL, O_KEY },
         { "sim-config", required_argument, NULL, O_SIM },
+        { "backend-config", required_argument, NULL, O_SIM },
         { "workers", required_argument, NULL, O_WORKERS },
         { "session-idle-timeout", required_argument, NULL, O_IDLE },
         { "shutdown-timeout", required_argument, NULL, O_SHUTDOWN_TIMEOUT },

@@ -195,9 +195,10 @@ struct xenops_provider {
                           char **ret_err);
     int (*domain_info)(struct xenops_host *host, uint32_t domid,
                        struct xenops_domain_info *ret_info, char **ret_err);
-    /* Saves a suspended domain's memory image to path (the domain must
-     * have shut down with reason SUSPEND), and builds a paused domain back
-     * from such an image. */
+    /* Saves a suspended domain's memory image to path (the domain has shut
+     * down with reason SUSPEND; the Xen provider also accepts a running one
+     * and suspends it itself), and builds a paused domain back from such an
+     * image. */
     int (*domain_save)(struct xenops_host *host, uint32_t domid,
                        const char *path, char **ret_err);
     int (*domain_restore)(struct xenops_host *host,
@@ -216,6 +217,8 @@ struct xenops_provider {
                              int64_t bytes, char **ret_err);
     int (*set_vcpus)(struct xenops_host *host, uint32_t domid, int n,
                      char **ret_err);
+    /* spec is a struct xenops_vbd_spec or xenops_vif_spec, or for PCI a
+     * const char * address such as "0000:03:00.0". */
     int (*device_plug)(struct xenops_host *host, uint32_t domid,
                        enum xenops_device kind, const void *spec,
                        char **ret_err);
