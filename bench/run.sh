@@ -58,3 +58,9 @@ python3 "$top/bench/bench.py" --build-dir "$build" --http-load "$work/http-load"
 echo
 echo "== 5. Event delivery latency: event.from with 100 watchers =="
 python3 "$top/bench/event-latency.py" "$build"
+
+echo
+echo "== 6. VM lifecycle cycles =="
+echo "(VM.start + VM.clean_shutdown from 8 clients, alone and with 1000 VMs resident;"
+echo " simulated guest delays zero, so the toolstack's own time is measured)"
+python3 "$top/bench/vm-cycles.py" "$build"

@@ -28,6 +28,8 @@ CPU time per operation: the utime+stime delta of all its threads
 clean_shutdown calls — the toolstack's own time per operation.  The
 simulator's ticker thread (the simulated guests and host) runs inside the
 daemon; its CPU is shown apart and left out of the toolstack's figure.
+The provider calls the toolstack makes (domain_create, domain_info...)
+run on the toolstack's own threads and count as toolstack time.
 The daemon's VmRSS/VmHWM are printed along the way.
 
 The clients (Python threads) share the 2 CPUs with the daemon, so the
@@ -38,8 +40,9 @@ when something does not work (the daemon does not start, a call fails).
 Usage: vm-cycles.py BUILD_DIR [--seconds S] [--clients N] [--resident N]
                     [--tick-ms MS] [--stats-ms MS] [--workers N]
                     [--perf FILE] [--keep]
-  --perf FILE   also run `perf record -g` on the daemon during run C and
-                print the top of `perf report` (needs perf).
+  --perf FILE   also run `perf record --call-graph fp` (or
+                --perf-call-graph MODE) on the daemon during run C and print
+                the top of `perf report` (needs perf).
 """
 
 import argparse
@@ -102,6 +105,43 @@ def proc_status(pid):
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+def busy_processes(exclude, seconds=1.0):
+    """Other processes using CPU now: [(name, percent)], busiest first."""
+    def sample():
+        out = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) in exclude:
+                continue
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            name = raw[raw.find("(") + 1:raw.rfind(")")]
+            fields = raw.rsplit(")", 1)[1].split()
+            out[int(d)] = (name, int(fields[11]) + int(fields[12]))
+        return out
+    a = sample()
+    time.sleep(seconds)
+    b = sample()
+    busy = []
+    for pid, (name, t) in b.items():
+        if pid in a:
+            p = 100.0 * (t - a[pid][1]) / HZ / seconds
+            if p >= 5:
+                busy.append((name, p))
+    return sorted(busy, key=lambda x: -x[1])
+
+
+def background(d):
+    busy = busy_processes({os.getpid(), d.pid})
+    log("  background: load average %s; other processes using CPU: %s" % (
+        loadavg(), ", ".join("%s %.0f%%" % b for b in busy[:6]) or "none"))
+    if busy:
+        log("  WARNING: other processes compete for the 2 CPUs; figures are "
+            "lower and noisier than on an idle machine")
 
 
 def pct(sorted_vals, p):
@@ -267,7 +307,8 @@ class CpuWindow:
         return self
 
 
-def run_cycles(d, clients, vms, seconds, ticker, label, perf_file=None):
+def run_cycles(d, clients, vms, seconds, ticker, label, perf_file=None,
+               perf_cg="fp"):
     """Start + clean_shutdown loops, one client thread per VM."""
     n = len(clients)
     lat = {"start": [[] for _ in range(n)], "clean_shutdown": [[] for _ in range(n)]}
@@ -309,7 +350,8 @@ def run_cycles(d, clients, vms, seconds, ticker, label, perf_file=None):
         t.start()
     perf = None
     if perf_file:
-        perf = subprocess.Popen(["perf", "record", "-g", "-o", perf_file,
+        perf = subprocess.Popen(["perf", "record", "--call-graph", perf_cg,
+                                 "-o", perf_file,
                                  "-p", str(d.pid)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)
@@ -332,6 +374,8 @@ def run_cycles(d, clients, vms, seconds, ticker, label, perf_file=None):
         raise BenchError("%s: %s" % (label, "; ".join(errors[:4])))
 
     total_cycles = sum(cycles)
+    if not total_cycles:
+        raise BenchError("%s: no cycle completed in %.1f s" % (label, seconds))
     ops = 2 * total_cycles
     ls = sorted(x for l in lat["start"] for x in l)
     lh = sorted(x for l in lat["clean_shutdown"] for x in l)
@@ -438,6 +482,8 @@ def main():
     ap.add_argument("--stats-ms", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--perf", metavar="FILE")
+    ap.add_argument("--perf-call-graph", default="fp", metavar="MODE",
+                    help="perf record --call-graph MODE (fp, dwarf...)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the state directory and the daemon's stderr")
     args = ap.parse_args()
@@ -485,10 +531,12 @@ def main():
         mem = [("at start", proc_status(d.pid))]
 
         # ---- A ----
-        log("== A. start + clean_shutdown cycles, %d clients, %d VM(s) resident "
-            "besides the cycling ones ==" % (args.clients, resident0))
+        log("== A. start + clean_shutdown cycles, %d clients, no other VMs "
+            "resident (host.get_resident_VMs: %d, the control domain) =="
+            % (args.clients, resident0))
         clients = [Client(d.url) for _ in range(args.clients)]
         vms = [new_vm(admin, tmpl, "cycle-%d" % i) for i in range(args.clients)]
+        background(d)
         ra = run_cycles(d, clients, vms, args.seconds, ticker, "A")
         print_cycles(ra)
         mem.append(("after run A", proc_status(d.pid)))
@@ -521,10 +569,11 @@ def main():
         log()
 
         # ---- C ----
-        log("== C. start + clean_shutdown cycles, %d clients, %d VMs resident =="
-            % (args.clients, len(resident)))
+        log("== C. start + clean_shutdown cycles, %d clients, %d VMs resident "
+            "(+ the control domain) ==" % (args.clients, len(resident) - resident0))
+        background(d)
         rcc = run_cycles(d, clients, vms, args.seconds, ticker, "C",
-                         perf_file=args.perf)
+                         perf_file=args.perf, perf_cg=args.perf_call_graph)
         print_cycles(rcc)
         bg = idle.toolstack / idle.secs * rcc["cpu"].secs
         log("  toolstack CPU per operation less the idle background of the "
@@ -556,8 +605,8 @@ def main():
 
         for c in clients:
             c.close()
-        for name, r in (("A: %d VMs resident" % resident0, ra),
-                        ("C: %d VMs resident" % len(resident), rcc)):
+        for name, r in (("A: no VMs resident", ra),
+                        ("C: %d VMs resident" % (len(resident) - resident0), rcc)):
             per_op = 1e3 * r["cpu"].toolstack / max(r["ops"], 1)
             summary.append((
                 "%s" % name,

@@ -213,6 +213,13 @@ struct value *lifecycle_allowed_ops(const char *power, bool template,
                                     bool control);
 void lifecycle_refresh_allowed(struct db_txn *txn, const char *ref,
                                bool busy);
+/* Device operations (vm-ops.c) exclude power operations on the same VM:
+ * begin fails (-EBUSY) while one runs and gives the VM's domid; power
+ * operations answer OTHER_OPERATION_IN_PROGRESS while devices change. */
+int lifecycle_device_op_begin(const char *ref, uint32_t *ret_domid);
+void lifecycle_device_op_end(const char *ref);
+/* Recomputes allowed_operations of the VM's VBDs and VIFs (vm-ops.c). */
+void vmops_refresh_devices(struct db_txn *txn, const char *vm_ref);
 
 /* The default templates (templates.c), created on every start if
  * missing. */

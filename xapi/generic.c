@@ -432,6 +432,12 @@ generic_create(struct api_ctx *ctx, struct value **args, struct value **ret)
     if (!rc && cls == CLS_VM) {
         lifecycle_refresh_allowed(txn, ref, false);
     }
+    if (!rc && (cls == CLS_VBD || cls == CLS_VIF)) {
+        const char *vm = value_struct_get_string(rec, "VM");
+        if (vm) {
+            vmops_refresh_devices(txn, vm);
+        }
+    }
     if (rc) {
         api_fail(ctx, ERR_DB_UNIQUENESS_CONSTRAINT_VIOLATION, c->name,
                  dup ? dup : "", "");

@@ -39,6 +39,7 @@ struct vm_rt {
     char op[40];                /* operation in progress, "" if none */
     char op_id[48];             /* its key in current_operations */
     uint64_t seq;               /* bumped by every domain update */
+    int device_ops;             /* device operations in progress */
 };
 
 static struct {
@@ -229,9 +230,9 @@ op_begin(struct api_ctx *ctx, const char *ref, const char *op,
     }
     pthread_mutex_lock(&lc.mu);
     rt = rt_get(ref, row->fields[F_VM_uuid]->u.str.s);
-    if (rt->op[0]) {
+    if (rt->op[0] || rt->device_ops) {
         char op_now[40], id_now[48];
-        snprintf(op_now, sizeof op_now, "%s", rt->op);
+        snprintf(op_now, sizeof op_now, "%s", rt->op[0] ? rt->op : "device");
         snprintf(id_now, sizeof id_now, "%s", rt->op_id);
         pthread_mutex_unlock(&lc.mu);
         db_abort(txn);
@@ -267,6 +268,39 @@ op_end(struct vm_rt *rt, struct db_txn *txn)
     db_commit(txn);
     pthread_mutex_lock(&lc.mu);
     rt->op[0] = rt->op_id[0] = '\0';
+    pthread_mutex_unlock(&lc.mu);
+}
+
+int
+lifecycle_device_op_begin(const char *ref, uint32_t *ret_domid)
+{
+    struct vm_rt *rt;
+    int rc = 0;
+
+    pthread_mutex_lock(&lc.mu);
+    rt = strmap_get(&lc.by_ref, ref);
+    if (!rt || !rt->has_domain) {
+        rc = -ENOENT;
+    } else if (rt->op[0]) {
+        rc = -EBUSY;
+    } else {
+        rt->device_ops++;
+        *ret_domid = rt->domid;
+    }
+    pthread_mutex_unlock(&lc.mu);
+    return rc;
+}
+
+void
+lifecycle_device_op_end(const char *ref)
+{
+    struct vm_rt *rt;
+
+    pthread_mutex_lock(&lc.mu);
+    rt = strmap_get(&lc.by_ref, ref);
+    if (rt && rt->device_ops > 0) {
+        rt->device_ops--;
+    }
     pthread_mutex_unlock(&lc.mu);
 }
 
@@ -454,6 +488,7 @@ record_running(struct db_txn *txn, struct xapi *x, struct vm_rt *rt,
     db_update(txn, CLS_VM, rt->ref, F_VM_resident_on, value_string(x->host_ref));
     set_devices_attached(txn, rt->ref, true);
     set_console(txn, x, rt->ref, true);
+    vmops_refresh_devices(txn, rt->ref);
     vm = db_lookup(x->db, CLS_VM, rt->ref);
     if (vm && db_lookup(x->db, CLS_VM_metrics, vm->fields[F_VM_metrics]->u.str.s)) {
         char *m = xstrdup(vm->fields[F_VM_metrics]->u.str.s);
@@ -486,6 +521,7 @@ record_stopped(struct db_txn *txn, struct xapi *x, struct vm_rt *rt,
     db_update(txn, CLS_VM, rt->ref, F_VM_resident_on, value_null_ref());
     set_devices_attached(txn, rt->ref, false);
     set_console(txn, x, rt->ref, false);
+    vmops_refresh_devices(txn, rt->ref);
     vm = db_lookup(x->db, CLS_VM, rt->ref);
     if (vm && db_lookup(x->db, CLS_VM_metrics, vm->fields[F_VM_metrics]->u.str.s)) {
         char *m = xstrdup(vm->fields[F_VM_metrics]->u.str.s);
