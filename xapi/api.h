@@ -221,6 +221,12 @@ void lifecycle_device_op_end(const char *ref);
 /* Recomputes allowed_operations of the VM's VBDs and VIFs (vm-ops.c). */
 void vmops_refresh_devices(struct db_txn *txn, const char *vm_ref);
 
+/* The host (host.c): host_tick() keeps its run-time fields current and
+ * moves a reboot or shutdown on (main loop, every second);
+ * host_assert_can_boot() is VM.start's check of the host (lifecycle.c). */
+void host_tick(struct xapi *x);
+int host_assert_can_boot(struct api_ctx *ctx, const char *host_ref);
+
 /* The default templates (templates.c), created on every start if
  * missing. */
 int templates_ensure(struct xapi *x);

@@ -19,7 +19,9 @@
  * anyway).  The daemon keeps answering meanwhile, so clients can watch.
  * Either way, a start that finds reboot or shutdown still in the host's
  * current_operations is the boot that followed: the operation is cleared
- * and the host enabled.
+ * and the host enabled (on a real host, a toolstack restart in the two
+ * seconds before shutdown(8) runs is mistaken for that boot, and the
+ * reboot does not happen).
  *
  * A pool here has one host, so host.evacuate can move nothing: each
  * resident guest is reported as XenAPI reports it when no other enabled

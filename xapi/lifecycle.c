@@ -737,7 +737,8 @@ enum lc_op {
 };
 
 static int
-do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused)
+do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused,
+      const char *host)
 {
     static const struct {
         const char *name;
@@ -780,6 +781,11 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused)
     power = !strcmp(power, "Suspended") ? "Suspended"
             : !strcmp(power, "Paused") ? "Paused" : "Running";
     db_read_unlock(x->db);
+    /* Where it will run: after the VM's own checks, as in XenAPI. */
+    if ((op == OP_START || op == OP_RESUME) && host_assert_can_boot(ctx, host)) {
+        op_end(rt, db_begin(x->db));
+        return -1;
+    }
 
     switch (op) {
     case OP_START:
@@ -954,6 +960,7 @@ struct lc_job {
     char peer[64];
     enum lc_op op;
     char ref[48];
+    char host[48];              /* start_on, resume_on: the host; else "" */
     bool paused;
 };
 
@@ -964,7 +971,8 @@ lc_job_run(void *aux)
     struct api_ctx ctx = { .x = job->x, .msg = job->msg,
                            .method = job->method, .session = job->session,
                            .peer = job->peer };
-    int rc = do_op(&ctx, job->op, job->ref, job->paused);
+    int rc = do_op(&ctx, job->op, job->ref, job->paused,
+                   job->host[0] ? job->host : NULL);
 
     if (rc) {
         api_complete(job->d, NULL, ctx.error);
@@ -979,12 +987,13 @@ lc_job_run(void *aux)
  * the answer and hands the work to the executor, so no HTTP worker waits
  * for a guest. */
 static int
-run_op(struct api_ctx *ctx, enum lc_op op, struct value *vm, bool paused)
+run_op(struct api_ctx *ctx, enum lc_op op, struct value *vm, bool paused,
+       const char *host)
 {
     struct lc_job *job;
 
     if (*ctx->task) {
-        return do_op(ctx, op, vm->u.str.s, paused);
+        return do_op(ctx, op, vm->u.str.s, paused, host);
     }
     job = xcalloc(1, sizeof *job);
     job->x = ctx->x;
@@ -995,6 +1004,7 @@ run_op(struct api_ctx *ctx, enum lc_op op, struct value *vm, bool paused)
     job->op = op;
     snprintf(job->ref, sizeof job->ref, "%s", vm->u.str.s);
     job->paused = paused;
+    snprintf(job->host, sizeof job->host, "%s", host ? host : "");
     job->d = api_defer(ctx);
     task_submit(ctx->x, lc_job_run, job);
     return API_DEFERRED;
@@ -1017,7 +1027,7 @@ check_host(struct api_ctx *ctx, struct value *host)
 static int
 api_vm_start(struct api_ctx *ctx, struct value **args, struct value **ret)
 {
-    return run_op(ctx, OP_START, args[1], args[2]->u.b);
+    return run_op(ctx, OP_START, args[1], args[2]->u.b, NULL);
 }
 
 static int
@@ -1026,65 +1036,65 @@ api_vm_start_on(struct api_ctx *ctx, struct value **args, struct value **ret)
     if (check_host(ctx, args[2])) {
         return -1;
     }
-    return run_op(ctx, OP_START, args[1], args[3]->u.b);
+    return run_op(ctx, OP_START, args[1], args[3]->u.b, args[2]->u.str.s);
 }
 
 static int
 api_vm_clean_shutdown(struct api_ctx *ctx, struct value **args,
                       struct value **ret)
 {
-    return run_op(ctx, OP_CLEAN_SHUTDOWN, args[1], false);
+    return run_op(ctx, OP_CLEAN_SHUTDOWN, args[1], false, NULL);
 }
 
 static int
 api_vm_hard_shutdown(struct api_ctx *ctx, struct value **args,
                      struct value **ret)
 {
-    return run_op(ctx, OP_HARD_SHUTDOWN, args[1], false);
+    return run_op(ctx, OP_HARD_SHUTDOWN, args[1], false, NULL);
 }
 
 static int
 api_vm_shutdown(struct api_ctx *ctx, struct value **args, struct value **ret)
 {
-    return run_op(ctx, OP_SHUTDOWN, args[1], false);
+    return run_op(ctx, OP_SHUTDOWN, args[1], false, NULL);
 }
 
 static int
 api_vm_clean_reboot(struct api_ctx *ctx, struct value **args,
                     struct value **ret)
 {
-    return run_op(ctx, OP_CLEAN_REBOOT, args[1], false);
+    return run_op(ctx, OP_CLEAN_REBOOT, args[1], false, NULL);
 }
 
 static int
 api_vm_hard_reboot(struct api_ctx *ctx, struct value **args,
                    struct value **ret)
 {
-    return run_op(ctx, OP_HARD_REBOOT, args[1], false);
+    return run_op(ctx, OP_HARD_REBOOT, args[1], false, NULL);
 }
 
 static int
 api_vm_pause(struct api_ctx *ctx, struct value **args, struct value **ret)
 {
-    return run_op(ctx, OP_PAUSE, args[1], false);
+    return run_op(ctx, OP_PAUSE, args[1], false, NULL);
 }
 
 static int
 api_vm_unpause(struct api_ctx *ctx, struct value **args, struct value **ret)
 {
-    return run_op(ctx, OP_UNPAUSE, args[1], false);
+    return run_op(ctx, OP_UNPAUSE, args[1], false, NULL);
 }
 
 static int
 api_vm_suspend(struct api_ctx *ctx, struct value **args, struct value **ret)
 {
-    return run_op(ctx, OP_SUSPEND, args[1], false);
+    return run_op(ctx, OP_SUSPEND, args[1], false, NULL);
 }
 
 static int
 api_vm_resume(struct api_ctx *ctx, struct value **args, struct value **ret)
 {
-    return run_op(ctx, OP_RESUME, args[1], args[2]->u.b);
+    return run_op(ctx, OP_RESUME, args[1], args[2]->u.b, NULL);
 }
 
 static int
@@ -1093,7 +1103,7 @@ api_vm_resume_on(struct api_ctx *ctx, struct value **args, struct value **ret)
     if (check_host(ctx, args[2])) {
         return -1;
     }
-    return run_op(ctx, OP_RESUME, args[1], args[3]->u.b);
+    return run_op(ctx, OP_RESUME, args[1], args[3]->u.b, args[2]->u.str.s);
 }
 
 /* VM.set_is_a_template: the generic setter, plus what a template may do. */

@@ -276,6 +276,7 @@ main(int argc, char *argv[])
         err = xstrdup("cannot start the event or audit subsystems");
         goto fail;
     }
+    host_tick(&x);
     cfg.listeners = listeners;
     cfg.n_listeners = n;
     cfg.tls_cert_file = cert;
@@ -322,6 +323,7 @@ main(int argc, char *argv[])
             last_sweep = time_mono_ms();
             session_expire(&x);
         }
+        host_tick(&x);
     }
     rc = 0;
     goto out;
