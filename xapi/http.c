@@ -24,7 +24,16 @@
  *
  * Connections.  Requests on one connection are handled one at a time, in
  * order; bytes of pipelined requests wait in the input buffer (and in the
- * kernel) until the response before them is written. */
+ * kernel) until the response before them is written.
+ *
+ * Take-over.  A response from http_respond_takeover() carries a callback
+ * that the loop moves to the connection; once the head is written, the
+ * loop removes the socket from epoll, wraps it (with its SSL object and
+ * any input already buffered) in a struct http_stream, forgets the
+ * connection and calls the callback.  Whatever ends the connection or the
+ * exchange first (conn_close(), exchange_free()) calls it with NULL
+ * instead.  Streams are listed, under their own mutex, only so that
+ * http_server_stop() can shut their sockets down and wait for them. */
 #include <config.h>
 #include "http.h"
 #include "http-parse.h"
@@ -35,6 +44,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -132,6 +142,8 @@ struct conn {
     size_t out_body_len;
     size_t out_off;
     bool close_after;           /* linger and close once written */
+    http_takeover_fn *takeover_fn;  /* hand over once written */
+    void *takeover_aux;
 };
 
 struct http_exchange {
@@ -145,6 +157,20 @@ struct http_exchange {
     char *resp_body;            /* a body taken by http_respond_take() */
     size_t resp_body_len;
     bool resp_close;
+    http_takeover_fn *takeover_fn;  /* from http_respond_takeover() */
+    void *takeover_aux;
+};
+
+/* A connection taken over by a handler (see http.h). */
+struct http_stream {
+    struct http_server *srv;        /* holds a reference */
+    struct http_stream *prev, *next;    /* srv->streams */
+    int fd;
+    SSL *ssl;
+    char *pre;                      /* input read before the take-over */
+    size_t pre_off, pre_len;
+    bool read_wants_write;          /* TLS: the last read needs POLLOUT */
+    bool write_wants_read;          /* TLS: the last write needs POLLIN */
 };
 
 struct xqueue {
@@ -210,9 +236,15 @@ struct http_server {
     bool work_waiting;          /* work queued that no worker was woken
                                    for: look at it again soon */
     bool listeners_paused;
+
+    /* Taken-over connections (any thread). */
+    pthread_mutex_t stream_mutex;
+    pthread_cond_t stream_cond;     /* signalled when streams empties */
+    struct http_stream *streams;
 };
 
 static void conn_close(struct conn *c);
+static void streams_stop(struct http_server *srv);
 
 /* ---- queues and references ---- */
 
@@ -248,6 +280,8 @@ server_unref(struct http_server *srv)
         pthread_mutex_destroy(&srv->work_mutex);
         pthread_cond_destroy(&srv->work_cond);
         pthread_mutex_destroy(&srv->done_mutex);
+        pthread_mutex_destroy(&srv->stream_mutex);
+        pthread_cond_destroy(&srv->stream_cond);
         free(srv);
     }
 }
@@ -261,6 +295,9 @@ exchange_free(struct http_exchange *x)
         return;
     }
     srv = x->srv;
+    if (x->takeover_fn) {
+        x->takeover_fn(NULL, x->takeover_aux);
+    }
     http_request_destroy(&x->req);
     free(x->resp_head);
     free(x->resp_body);
@@ -444,6 +481,28 @@ http_respond_take(struct http_exchange *x, int status,
     exchange_complete(x);
 }
 
+void
+http_respond_takeover(struct http_exchange *x, int status,
+                      const char *extra_headers, http_takeover_fn *fn,
+                      void *aux)
+{
+    struct ds ds = DS_EMPTY;
+
+    /* No Content-Length: what follows the head is the stream itself. */
+    ds_put_fmt(&ds, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
+               http_reason(status), http_date());
+    if (extra_headers && extra_headers[0]) {
+        ds_put_cstr(&ds, extra_headers);
+        ds_put_cstr(&ds, "\r\n");
+    }
+    ds_put_cstr(&ds, "\r\n");
+    x->resp_head_len = ds.len;
+    x->resp_head = ds_steal(&ds);
+    x->takeover_fn = fn;
+    x->takeover_aux = aux;
+    exchange_complete(x);
+}
+
 const struct http_request *
 http_exchange_request(const struct http_exchange *x)
 {
@@ -491,12 +550,20 @@ conn_close(struct conn *c)
         c->inflight->conn = NULL;
         c->inflight = NULL;
     }
+    if (c->takeover_fn) {
+        /* The head of a take-over never got out. */
+        http_takeover_fn *fn = c->takeover_fn;
+        c->takeover_fn = NULL;
+        fn(NULL, c->takeover_aux);
+    }
     if (c->ssl) {
         SSL_free(c->ssl);
         c->ssl = NULL;
     }
-    close(c->fd);       /* also removes it from the epoll set */
-    c->fd = -1;
+    if (c->fd >= 0) {
+        close(c->fd);   /* also removes it from the epoll set */
+        c->fd = -1;
+    }
     c->state = CONN_CLOSED;
 
     if (c->prev) {
@@ -758,6 +825,43 @@ conn_read_request(struct conn *c, struct xqueue *batch)
     }
 }
 
+/* Hands the connection to the owner of its take-over callback: the socket
+ * (with its TLS state and unparsed input) becomes a stream and the
+ * connection is forgotten. */
+static void
+conn_takeover(struct conn *c)
+{
+    struct http_server *srv = c->srv;
+    struct http_stream *s = xcalloc(1, sizeof *s);
+    http_takeover_fn *fn = c->takeover_fn;
+    void *aux = c->takeover_aux;
+
+    c->takeover_fn = NULL;
+    if (epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL) < 0) {
+        LOG_WARN("http: epoll_ctl: %s", strerror(errno));
+    }
+    atomic_fetch_add(&srv->refs, 1);
+    s->srv = srv;
+    s->fd = c->fd;
+    s->ssl = c->ssl;
+    if (c->in_len > c->in_start) {
+        s->pre_len = c->in_len - c->in_start;
+        s->pre = xmemdup0(c->in + c->in_start, s->pre_len);
+    }
+    c->fd = -1;
+    c->ssl = NULL;
+    conn_close(c);
+
+    pthread_mutex_lock(&srv->stream_mutex);
+    s->next = srv->streams;
+    if (s->next) {
+        s->next->prev = s;
+    }
+    srv->streams = s;
+    pthread_mutex_unlock(&srv->stream_mutex);
+    fn(s, aux);
+}
+
 /* Writes the pending output.  Returns whether it is all written and the
  * state changed. */
 static bool
@@ -824,7 +928,9 @@ conn_write(struct conn *c)
             return false;
         }
     }
-    if (c->close_after) {
+    if (c->takeover_fn) {
+        conn_takeover(c);
+    } else if (c->close_after) {
         conn_start_linger(c);
     } else {
         conn_free_output(c);
@@ -1057,9 +1163,15 @@ drain_completions(struct http_server *srv, bool woken, struct xqueue *batch)
         next = x->next;
         if (c) {
             c->inflight = NULL;
+            /* A stream is its owner's to end, whatever the request's
+             * Connection header or a half-closed input say. */
             conn_start_output(c, x->resp_head, x->resp_head_len, true,
                               x->resp_body, x->resp_body_len,
-                              x->resp_close || c->read_eof);
+                              !x->takeover_fn
+                              && (x->resp_close || c->read_eof));
+            c->takeover_fn = x->takeover_fn;
+            c->takeover_aux = x->takeover_aux;
+            x->takeover_fn = NULL;
             x->resp_head = x->resp_body = NULL;
             conn_pump(c, batch);
         }
@@ -1496,6 +1608,14 @@ http_server_start(const struct http_server_config *cfg,
     pthread_mutex_init(&srv->work_mutex, NULL);
     pthread_cond_init(&srv->work_cond, NULL);
     pthread_mutex_init(&srv->done_mutex, NULL);
+    pthread_mutex_init(&srv->stream_mutex, NULL);
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&srv->stream_cond, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     xqueue_init(&srv->work);
     xqueue_init(&srv->done);
     srv->epfd = srv->wakefd = -1;
@@ -1667,6 +1787,8 @@ http_server_stop(struct http_server *srv)
     pthread_mutex_unlock(&srv->work_mutex);
     exchange_list_free(work);
 
+    streams_stop(srv);
+
     for (size_t i = 0; i < srv->n_listeners; i++) {
         struct listener *l = &srv->listeners[i];
         close(l->fd);
@@ -1684,6 +1806,171 @@ http_server_stop(struct http_server *srv)
         close(srv->wakefd);
     }
     SSL_CTX_free(srv->ssl_ctx);
+    server_unref(srv);
+}
+
+/* ---- taken-over connections (any thread) ---- */
+
+/* How long http_server_stop() waits for the owners of streams. */
+#define STREAM_STOP_WAIT_MS 5000
+
+/* Shuts down the sockets of the open streams, so that their owners see
+ * the end, and waits for them to be closed.  The sockets are shut down
+ * under stream_mutex, which http_stream_close() takes before closing
+ * one, so a descriptor number is never used after its owner closed it. */
+static void
+streams_stop(struct http_server *srv)
+{
+    struct timespec deadline;
+    int r = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += STREAM_STOP_WAIT_MS / 1000;
+    pthread_mutex_lock(&srv->stream_mutex);
+    for (struct http_stream *s = srv->streams; s; s = s->next) {
+        shutdown(s->fd, SHUT_RDWR);
+    }
+    while (srv->streams && r != ETIMEDOUT) {
+        r = pthread_cond_timedwait(&srv->stream_cond, &srv->stream_mutex,
+                                   &deadline);
+    }
+    if (srv->streams) {
+        LOG_WARN("http: taken-over connections still open after %d ms",
+                 STREAM_STOP_WAIT_MS);
+    }
+    pthread_mutex_unlock(&srv->stream_mutex);
+}
+
+ssize_t
+http_stream_read(struct http_stream *s, void *buf, size_t n)
+{
+    if (s->pre_off < s->pre_len) {
+        size_t k = MIN(n, s->pre_len - s->pre_off);
+        memcpy(buf, s->pre + s->pre_off, k);
+        s->pre_off += k;
+        if (s->pre_off == s->pre_len) {
+            free(s->pre);
+            s->pre = NULL;
+            s->pre_off = s->pre_len = 0;
+        }
+        return (ssize_t) k;
+    }
+    if (s->ssl) {
+        size_t got;
+        int e;
+
+        s->read_wants_write = false;
+        ERR_clear_error();
+        if (SSL_read_ex(s->ssl, buf, n, &got)) {
+            return (ssize_t) got;
+        }
+        e = SSL_get_error(s->ssl, 0);
+        ERR_clear_error();
+        if (e == SSL_ERROR_WANT_READ) {
+            return -EAGAIN;
+        } else if (e == SSL_ERROR_WANT_WRITE) {
+            s->read_wants_write = true;
+            return -EAGAIN;
+        } else if (e == SSL_ERROR_ZERO_RETURN) {
+            return 0;
+        }
+        return -ECONNRESET;
+    }
+    for (;;) {
+        ssize_t r = recv(s->fd, buf, n, MSG_DONTWAIT);
+        if (r >= 0) {
+            return r;
+        } else if (errno != EINTR) {
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        }
+    }
+}
+
+ssize_t
+http_stream_write(struct http_stream *s, const void *buf, size_t n)
+{
+    if (s->ssl) {
+        size_t put;
+        int e;
+
+        s->write_wants_read = false;
+        ERR_clear_error();
+        if (SSL_write_ex(s->ssl, buf, n, &put)) {
+            return (ssize_t) put;
+        }
+        e = SSL_get_error(s->ssl, 0);
+        ERR_clear_error();
+        if (e == SSL_ERROR_WANT_WRITE) {
+            return -EAGAIN;
+        } else if (e == SSL_ERROR_WANT_READ) {
+            s->write_wants_read = true;
+            return -EAGAIN;
+        }
+        return -EPIPE;
+    }
+    for (;;) {
+        ssize_t r = send(s->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r >= 0) {
+            return r;
+        } else if (errno != EINTR) {
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        }
+    }
+}
+
+int
+http_stream_fd(const struct http_stream *s)
+{
+    return s->fd;
+}
+
+short
+http_stream_poll_events(const struct http_stream *s, bool reading,
+                        bool writing)
+{
+    short events = 0;
+
+    if (reading) {
+        events |= s->read_wants_write ? POLLOUT : POLLIN;
+    }
+    if (writing) {
+        events |= s->write_wants_read ? POLLIN : POLLOUT;
+    }
+    return events;
+}
+
+void
+http_stream_close(struct http_stream *s)
+{
+    struct http_server *srv;
+
+    if (!s) {
+        return;
+    }
+    srv = s->srv;
+    pthread_mutex_lock(&srv->stream_mutex);
+    if (s->prev) {
+        s->prev->next = s->next;
+    } else {
+        srv->streams = s->next;
+    }
+    if (s->next) {
+        s->next->prev = s->prev;
+    }
+    if (!srv->streams) {
+        pthread_cond_broadcast(&srv->stream_cond);
+    }
+    if (s->ssl) {
+        /* Best effort close_notify, as for connections. */
+        ERR_clear_error();
+        SSL_shutdown(s->ssl);
+        ERR_clear_error();
+        SSL_free(s->ssl);
+    }
+    close(s->fd);
+    pthread_mutex_unlock(&srv->stream_mutex);
+    free(s->pre);
+    free(s);
     server_unref(srv);
 }
 

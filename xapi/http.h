@@ -10,7 +10,9 @@
  * long poll such as event.from keeps the exchange and returns at once, so
  * it holds no worker while it waits).  The loop thread writes the response
  * without blocking, then reads the next request on the connection
- * (keep-alive; pipelined requests are answered in order).  Malformed
+ * (keep-alive; pipelined requests are answered in order), unless the
+ * handler answered with http_respond_takeover() and took the connection
+ * over (the console's byte stream; see below).  Malformed
  * requests are answered by the server itself with 400 (or 413, 431, 505)
  * and the connection is closed.
  *
@@ -26,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "util.h"
 
@@ -75,6 +78,50 @@ void http_respond(struct http_exchange *x, int status,
 void http_respond_take(struct http_exchange *x, int status,
                        const char *content_type, const char *extra_headers,
                        char *body, size_t body_len);
+
+/* Taking over the connection, for the few endpoints that are not a
+ * request and a response: the VM text console (HTTP CONNECT or GET, then
+ * raw bytes both ways for as long as the console is open).
+ *
+ * Instead of http_respond(), the handler calls http_respond_takeover():
+ * the server sends the response head (the status line, Date and
+ * extra_headers; no Content-Length or Connection, no body), then takes
+ * the connection out of its event loop and calls fn(stream, aux) on the
+ * loop thread.  From then on the stream belongs to fn's owner, who does
+ * its I/O with http_stream_*() from any one thread at a time and closes
+ * it with http_stream_close().  fn must not block: it starts a thread or
+ * hands the stream to one.  If the connection is gone before the head is
+ * written, or the server stops, fn(NULL, aux) is called instead (possibly
+ * before http_respond_takeover() returns), so aux is always released.
+ *
+ * A taken-over connection no longer counts against max_connections nor
+ * the idle timeout.  http_server_stop() shuts down the sockets of the
+ * streams still open (their owners see end of input, then errors) and
+ * waits up to five seconds for their owners to close them. */
+#define HTTP_HAVE_TAKEOVER 1
+struct http_stream;
+typedef void http_takeover_fn(struct http_stream *s, void *aux);
+void http_respond_takeover(struct http_exchange *x, int status,
+                           const char *extra_headers, http_takeover_fn *fn,
+                           void *aux);
+
+/* The stream is non-blocking.  http_stream_read() returns the number of
+ * bytes read (> 0), 0 at the end of the client's input, -EAGAIN when
+ * nothing is available now, or another -errno; bytes the client sent
+ * after its request come first.  http_stream_write() returns the number
+ * of bytes written (> 0, maybe fewer than n), -EAGAIN or another -errno
+ * (-EPIPE once the client is gone).  After -EAGAIN, retry a write with
+ * the same bytes (TLS needs it) once poll() on http_stream_fd() reports
+ * the events http_stream_poll_events() asks for: with TLS, a read can
+ * need the socket writable and a write readable. */
+ssize_t http_stream_read(struct http_stream *s, void *buf, size_t n);
+ssize_t http_stream_write(struct http_stream *s, const void *buf, size_t n);
+int http_stream_fd(const struct http_stream *s);
+short http_stream_poll_events(const struct http_stream *s, bool reading,
+                              bool writing);
+/* Sends a TLS close_notify if it fits, closes the socket, frees the
+ * stream.  Accepts NULL. */
+void http_stream_close(struct http_stream *s);
 
 struct http_listener_config {
     enum { HTTP_LISTEN_TCP, HTTP_LISTEN_TLS, HTTP_LISTEN_UNIX } kind;

@@ -9,12 +9,16 @@
  * through which tests inject crashes and change how a guest behaves.
  * docs/simulator.md describes the configuration keys, the control protocol
  * and the image format; tests/unit/test-xenops-sim.c exercises all of it.
+ * Each domain also has a text console (console_open): a socketpair whose
+ * far end the same thread serves with a tiny getty and shell.
  *
  * Locking: h->lock protects the domains, the per-VM behaviour settings and
  * the queue of updates.  Updates are queued under h->lock and delivered by
  * the ticker thread after it drops h->lock, holding only h->cb_lock, so a
  * callback that takes its own locks cannot deadlock against a caller that
- * holds those locks while calling into us. */
+ * holds those locks while calling into us.  Console sockets are closed
+ * only by the ticker thread (or by close() once it has stopped), so the
+ * descriptors it polls outside the lock stay its own. */
 #include <config.h>
 #include "xenops.h"
 
@@ -49,6 +53,10 @@
 #define SIM_MAX_CLIENTS 16
 #define SIM_LINE_MAX 4096
 #define SIM_SYSRQ_LOG 64
+#define SIM_MAX_CONSOLES 64
+/* A console stops reading keys while this much output waits for the
+ * client, so a client that types without reading cannot grow it. */
+#define SIM_CONSOLE_OUT_HIGH 4096
 
 /* What a pending action waits for before its delay starts counting. */
 enum sim_need {
@@ -120,6 +128,29 @@ struct sim_client {
     char buf[SIM_LINE_MAX];
 };
 
+/* What the guest's console is showing: the boot, getty's login and
+ * password prompts, or a shell. */
+enum sim_tty_state {
+    SIM_TTY_BOOTING,
+    SIM_TTY_LOGIN,
+    SIM_TTY_PASSWORD,
+    SIM_TTY_SHELL,
+};
+
+/* One connection to a domain's text console (console_open). */
+struct sim_console {
+    struct sim_console *next;
+    int fd;                     /* our end of the socketpair */
+    uint32_t domid;
+    enum sim_tty_state state;
+    bool closing;               /* the client left: free at the next sweep */
+    bool last_cr;               /* CR LF is one Enter */
+    char user[33];
+    char line[256];             /* the line being typed */
+    size_t line_len;
+    struct ds out;              /* output the client has not taken yet */
+};
+
 struct sim_host {
     struct xenops_host up;      /* must be first */
 
@@ -141,6 +172,8 @@ struct sim_host {
     uint32_t next_domid;
     struct xenops_update *queue;
     size_t n_queue, cap_queue;
+    struct sim_console *consoles;
+    int n_consoles;
     bool stopping;
 
     pthread_mutex_t cb_lock;    /* protects the callback */
@@ -512,12 +545,28 @@ domain_free(struct sim_domain *d)
     }
 }
 
+/* Makes the ticker thread go round its loop now. */
+static void
+wake_ticker(struct sim_host *h)
+{
+    if (h->wake[1] >= 0) {
+        (void) !write(h->wake[1], "x", 1);
+    }
+}
+
 static void
 domain_remove(struct sim_host *h, struct sim_domain *d)
 {
     for (struct sim_domain **pp = &h->domains; *pp; pp = &(*pp)->next) {
         if (*pp == d) {
             *pp = d->next;
+            break;
+        }
+    }
+    /* Its consoles reach end of file at the ticker's next round. */
+    for (const struct sim_console *c = h->consoles; c; c = c->next) {
+        if (c->domid == d->domid) {
+            wake_ticker(h);
             break;
         }
     }
@@ -1179,24 +1228,342 @@ resolve_id(struct sim_host *h, const char *id, const char **ret_uuid)
     return d;
 }
 
+/* The guest's host name: "sim-" and the VM's name with every character
+ * other than a letter or digit made a dash (the domid if it has none). */
 static void
-console_text(const struct sim_domain *d, struct ds *out)
+guest_hostname(const struct sim_domain *d, struct ds *out)
 {
-    const char *tty = d->spec->type == XENOPS_HVM ? "ttyS0" : "hvc0";
     const char *name = d->spec->name;
 
-    if (!d->booted) {
-        ds_put_cstr(out, "Booting...\n");
-        return;
-    }
-    ds_put_cstr(out, "Debian GNU/Linux 12 sim-");
+    ds_put_cstr(out, "sim-");
     if (!*name) {
         ds_put_int(out, d->domid);
     }
     for (const char *c = name; *c; c++) {
         ds_put_char(out, isalnum((unsigned char) *c) ? *c : '-');
     }
+}
+
+static void
+console_text(const struct sim_domain *d, struct ds *out)
+{
+    const char *tty = d->spec->type == XENOPS_HVM ? "ttyS0" : "hvc0";
+
+    if (!d->booted) {
+        ds_put_cstr(out, "Booting...\n");
+        return;
+    }
+    ds_put_cstr(out, "Debian GNU/Linux 12 ");
+    guest_hostname(d, out);
     ds_put_fmt(out, " %s\n\nsim login: ", tty);
+}
+
+/* ---- text consoles ---- */
+
+/* Queues text for the client as a terminal shows it: "\n" becomes
+ * "\r\n". */
+static void
+console_put(struct sim_console *c, const char *text)
+{
+    for (const char *p = text; *p; p++) {
+        if (*p == '\n') {
+            ds_put_char(&c->out, '\r');
+        }
+        ds_put_char(&c->out, *p);
+    }
+}
+
+static void PRINTF_FMT(2, 3)
+console_putf(struct sim_console *c, const char *fmt, ...)
+{
+    struct ds ds = DS_EMPTY;
+    va_list ap;
+
+    va_start(ap, fmt);
+    ds_put_vfmt(&ds, fmt, ap);
+    va_end(ap);
+    console_put(c, ds_cstr(&ds));
+    ds_destroy(&ds);
+}
+
+/* Shows what the control command "console" shows: "Booting..." or the
+ * banner and getty's login prompt. */
+static void
+console_show_screen(struct sim_console *c, const struct sim_domain *d)
+{
+    struct ds text = DS_EMPTY;
+
+    console_text(d, &text);
+    console_put(c, ds_cstr(&text));
+    ds_destroy(&text);
+    c->state = d->booted ? SIM_TTY_LOGIN : SIM_TTY_BOOTING;
+    c->line_len = 0;
+}
+
+static void
+console_prompt(struct sim_console *c, const struct sim_domain *d)
+{
+    struct ds host = DS_EMPTY;
+
+    switch (c->state) {
+    case SIM_TTY_BOOTING:
+        break;
+    case SIM_TTY_LOGIN:
+        console_put(c, "sim login: ");
+        break;
+    case SIM_TTY_PASSWORD:
+        console_put(c, "Password: ");
+        break;
+    case SIM_TTY_SHELL:
+        guest_hostname(d, &host);
+        console_putf(c, "%s@%s:~%c ", c->user, ds_cstr(&host),
+                     strcmp(c->user, "root") ? '$' : '#');
+        break;
+    }
+    ds_destroy(&host);
+}
+
+static void
+console_logout(struct sim_console *c, const struct sim_domain *d)
+{
+    console_put(c, "logout\n\n");
+    console_show_screen(c, d);
+}
+
+/* Runs one shell command line: a handful of commands, enough to see that
+ * keys reach the guest and its answers come back. */
+static void
+console_shell(struct sim_console *c, const struct sim_domain *d, char *line)
+{
+    struct ds host = DS_EMPTY;
+    char *cmd = line + strspn(line, " \t");
+    char *args = cmd + strcspn(cmd, " \t");
+
+    if (*args) {
+        *args++ = '\0';
+        args += strspn(args, " \t");
+    }
+    guest_hostname(d, &host);
+    if (!*cmd) {
+        /* An empty line: just the prompt again. */
+    } else if (!strcmp(cmd, "exit") || !strcmp(cmd, "logout")) {
+        console_logout(c, d);
+        goto out;
+    } else if (!strcmp(cmd, "echo")) {
+        console_putf(c, "%s\n", args);
+    } else if (!strcmp(cmd, "hostname") || !strcmp(cmd, "uname")) {
+        if (!strcmp(cmd, "hostname") || !strcmp(args, "-n")) {
+            console_putf(c, "%s\n", ds_cstr(&host));
+        } else if (!strcmp(args, "-r")) {
+            console_put(c, "6.1.0-sim\n");
+        } else if (!strcmp(args, "-a")) {
+            console_putf(c, "Linux %s 6.1.0-sim #1 SMP x86_64 GNU/Linux\n",
+                         ds_cstr(&host));
+        } else {
+            console_put(c, "Linux\n");
+        }
+    } else if (!strcmp(cmd, "whoami")) {
+        console_putf(c, "%s\n", c->user);
+    } else if (!strcmp(cmd, "help")) {
+        console_put(c, "echo TEXT, hostname, uname [-a|-n|-r], whoami, "
+                    "exit\n");
+    } else {
+        console_putf(c, "-bash: %s: command not found\n", cmd);
+    }
+    console_prompt(c, d);
+out:
+    ds_destroy(&host);
+}
+
+/* Acts on Enter: getty takes a user name, login a password (any but an
+ * empty one), the shell a command. */
+static void
+console_enter(struct sim_console *c, const struct sim_domain *d)
+{
+    char *line = c->line;
+
+    c->line[c->line_len] = '\0';
+    c->line_len = 0;
+    switch (c->state) {
+    case SIM_TTY_BOOTING:
+        break;
+    case SIM_TTY_LOGIN:
+        line += strspn(line, " \t");
+        line[strcspn(line, " \t")] = '\0';
+        if (*line) {
+            snprintf(c->user, sizeof c->user, "%s", line);
+            c->state = SIM_TTY_PASSWORD;
+        }
+        console_prompt(c, d);
+        break;
+    case SIM_TTY_PASSWORD:
+        if (!*line) {
+            console_put(c, "\nLogin incorrect\n");
+            c->state = SIM_TTY_LOGIN;
+        } else {
+            struct ds host = DS_EMPTY;
+            guest_hostname(d, &host);
+            console_putf(c, "Linux %s 6.1.0-sim #1 SMP x86_64\n\n",
+                         ds_cstr(&host));
+            ds_destroy(&host);
+            c->state = SIM_TTY_SHELL;
+        }
+        console_prompt(c, d);
+        break;
+    case SIM_TTY_SHELL:
+        console_shell(c, d, line);
+        break;
+    }
+}
+
+/* One key from the client, handled as a terminal in canonical mode with
+ * echo would (no echo at the password prompt). */
+static void
+console_key(struct sim_console *c, const struct sim_domain *d,
+            unsigned char k)
+{
+    bool after_cr = c->last_cr;
+
+    c->last_cr = k == '\r';
+    if (c->state == SIM_TTY_BOOTING) {
+        return;                 /* nothing reads the keyboard yet */
+    }
+    if (k == '\r' || k == '\n') {
+        if (k == '\n' && after_cr) {
+            return;
+        }
+        console_put(c, "\n");
+        console_enter(c, d);
+    } else if (k == 0x7f || k == '\b') {
+        if (c->line_len) {
+            c->line_len--;
+            if (c->state != SIM_TTY_PASSWORD) {
+                console_put(c, "\b \b");
+            }
+        }
+    } else if (k == 0x03) {     /* ^C drops the line */
+        console_put(c, "^C\n");
+        c->line_len = 0;
+        if (c->state == SIM_TTY_PASSWORD) {
+            c->state = SIM_TTY_LOGIN;
+        }
+        console_prompt(c, d);
+    } else if (k == 0x04 && !c->line_len && c->state == SIM_TTY_SHELL) {
+        console_logout(c, d);   /* ^D on an empty line */
+    } else if (k >= 0x20 && k < 0x7f && c->line_len < sizeof c->line - 1) {
+        c->line[c->line_len++] = (char) k;
+        if (c->state != SIM_TTY_PASSWORD) {
+            ds_put_char(&c->out, (char) k);
+        }
+    }
+}
+
+static void
+console_free(struct sim_console *c)
+{
+    if (c) {
+        close(c->fd);
+        ds_destroy(&c->out);
+        free(c);
+    }
+}
+
+/* Sends what it can of the pending output without blocking. */
+static void
+console_flush(struct sim_console *c)
+{
+    while (c->out.len) {
+        ssize_t r = send(c->fd, c->out.s, c->out.len,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r > 0) {
+            memmove(c->out.s, c->out.s + r, c->out.len - r + 1);
+            c->out.len -= r;
+        } else if (r < 0 && errno == EINTR) {
+            continue;
+        } else {
+            if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                c->closing = true;      /* the client is gone */
+            }
+            return;
+        }
+    }
+}
+
+/* Whether the guest takes keys now: only a running guest does; a paused
+ * one leaves them in the socket. */
+static bool
+console_reading(const struct sim_console *c, const struct sim_domain *d)
+{
+    return d && d->power == XENOPS_RUNNING && !c->closing
+           && c->out.len < SIM_CONSOLE_OUT_HIGH;
+}
+
+/* Frees the consoles whose client left or whose domain is gone (the
+ * client sees end of file), and shows the login prompt on those whose
+ * guest has just booted.  Ticker thread, h->lock held. */
+static void
+consoles_sweep(struct sim_host *h)
+{
+    struct sim_console **pp = &h->consoles;
+
+    while (*pp) {
+        struct sim_console *c = *pp;
+        struct sim_domain *d = find_domain(h, c->domid);
+
+        if (!d || c->closing) {
+            *pp = c->next;
+            h->n_consoles--;
+            console_free(c);
+            continue;
+        }
+        if (c->state == SIM_TTY_BOOTING && d->booted) {
+            console_show_screen(c, d);
+        }
+        pp = &c->next;
+    }
+}
+
+/* Handles poll()'s report on a console.  Ticker thread, h->lock held. */
+static void
+console_io(struct sim_host *h, struct sim_console *c, short revents)
+{
+    const struct sim_domain *d = find_domain(h, c->domid);
+
+    console_flush(c);
+    while (console_reading(c, d)) {
+        unsigned char buf[512];
+        ssize_t r = read(c->fd, buf, sizeof buf);
+
+        if (r > 0) {
+            for (ssize_t i = 0; i < r; i++) {
+                console_key(c, d, buf[i]);
+            }
+            console_flush(c);
+        } else if (r < 0 && errno == EINTR) {
+            continue;
+        } else {
+            if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+                /* The client hung up (maybe only its sending side): what
+                 * the guest answered is already sent, if it fit. */
+                c->closing = true;
+            }
+            break;
+        }
+    }
+    if (revents & (POLLERR | POLLHUP | POLLNVAL)) {
+        c->closing = true;
+    }
+}
+
+static short
+console_poll_events(struct sim_host *h, const struct sim_console *c)
+{
+    short events = c->out.len ? POLLOUT : 0;
+
+    if (console_reading(c, find_domain(h, c->domid))) {
+        events |= POLLIN;
+    }
+    return events;
 }
 
 /* Appends "OK N" and the N lines of text (which need not end in a
@@ -1452,9 +1819,10 @@ sim_ticker(void *h_)
     int64_t next_tick = time_mono_ms() + h->tick_ms;
 
     for (;;) {
-        struct pollfd pfds[2 + SIM_MAX_CLIENTS];
+        struct pollfd pfds[2 + SIM_MAX_CLIENTS + SIM_MAX_CONSOLES];
         int map[2 + SIM_MAX_CLIENTS];
-        int n = 0, timeout;
+        struct sim_console *cons[SIM_MAX_CONSOLES];
+        int n = 0, n_cons = 0, first_console, timeout;
         int64_t now = time_mono_ms();
         bool stop;
 
@@ -1473,6 +1841,18 @@ sim_ticker(void *h_)
                 map[n++] = i;
             }
         }
+        /* Consoles come last; only this thread frees them, so the
+         * pointers stay valid after the lock is dropped. */
+        pthread_mutex_lock(&h->lock);
+        consoles_sweep(h);
+        first_console = n;
+        for (struct sim_console *c = h->consoles; c; c = c->next) {
+            pfds[n].fd = c->fd;
+            pfds[n].events = console_poll_events(h, c);
+            cons[n_cons++] = c;
+            n++;
+        }
+        pthread_mutex_unlock(&h->lock);
         timeout = (int) MAX(0, next_tick - now);
         if (poll(pfds, n, timeout) < 0 && errno != EINTR) {
             LOG_DBG("sim: poll: %s", strerror(errno));
@@ -1484,7 +1864,13 @@ sim_ticker(void *h_)
         if (stop) {
             break;
         }
-        for (int i = 0; i < n; i++) {
+        if (pfds[0].revents) {
+            char drain[64];
+            while (read(h->wake[0], drain, sizeof drain) > 0) {
+                continue;
+            }
+        }
+        for (int i = 0; i < first_console; i++) {
             if (!pfds[i].revents) {
                 continue;
             }
@@ -1494,6 +1880,13 @@ sim_ticker(void *h_)
                 client_input(h, &h->clients[map[i]]);
             }
         }
+        pthread_mutex_lock(&h->lock);
+        for (int i = 0; i < n_cons; i++) {
+            if (pfds[first_console + i].revents) {
+                console_io(h, cons[i], pfds[first_console + i].revents);
+            }
+        }
+        pthread_mutex_unlock(&h->lock);
 
         now = time_mono_ms();
         if (now >= next_tick) {
@@ -1788,6 +2181,11 @@ sim_close(struct xenops_host *host)
         if (h->wake[i] >= 0) {
             close(h->wake[i]);
         }
+    }
+    while (h->consoles) {
+        struct sim_console *c = h->consoles;
+        h->consoles = c->next;
+        console_free(c);
     }
     while (h->domains) {
         struct sim_domain *d = h->domains;
@@ -2534,6 +2932,61 @@ sim_send_trigger(struct xenops_host *host, uint32_t domid,
     return rc;
 }
 
+static int
+sim_console_open(struct xenops_host *host, uint32_t domid, int *ret_fd,
+                 char **ret_err)
+{
+    struct sim_host *h = sim_host_cast(host);
+    struct sim_console *c;
+    struct sim_domain *d;
+    int sv[2] = { -1, -1 };
+    int rc;
+
+    pthread_mutex_lock(&h->lock);
+    d = find_domain(h, domid);
+    if (!d) {
+        rc = no_domain(domid, ret_err);
+        goto out;
+    }
+    if (d->power == XENOPS_SHUTDOWN) {
+        rc = sim_fail(ret_err, -EINVAL, "domain %"PRIu32" has shut down",
+                      domid);
+        goto out;
+    }
+    if (h->n_consoles >= SIM_MAX_CONSOLES) {
+        rc = sim_fail(ret_err, -EBUSY, "%d consoles are open already",
+                      h->n_consoles);
+        goto out;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0
+        || fcntl(sv[0], F_SETFL, O_NONBLOCK) < 0) {
+        rc = sim_fail(ret_err, -errno, "socketpair: %s", strerror(errno));
+        goto out;
+    }
+    /* Every connection gets a terminal of its own, showing the current
+     * screen: the boot, or the banner and the login prompt. */
+    c = xcalloc(1, sizeof *c);
+    c->fd = sv[0];
+    sv[0] = -1;
+    c->domid = domid;
+    console_show_screen(c, d);
+    c->next = h->consoles;
+    h->consoles = c;
+    h->n_consoles++;
+    wake_ticker(h);
+    *ret_fd = sv[1];
+    sv[1] = -1;
+    rc = 0;
+out:
+    pthread_mutex_unlock(&h->lock);
+    for (int i = 0; i < 2; i++) {
+        if (sv[i] >= 0) {
+            close(sv[i]);
+        }
+    }
+    return rc;
+}
+
 const struct xenops_provider xenops_sim_provider = {
     .name = "sim",
     .open = sim_open,
@@ -2556,4 +3009,5 @@ const struct xenops_provider xenops_sim_provider = {
     .device_unplug = sim_device_unplug,
     .send_sysrq = sim_send_sysrq,
     .send_trigger = sim_send_trigger,
+    .console_open = sim_console_open,
 };

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 #include <libxl.h>
 #include <libxl_utils.h>
@@ -1804,6 +1805,50 @@ xen_send_trigger(struct xenops_host *host, uint32_t domid,
                           "%u", trigger, domid) : 0;
 }
 
+/* The domain's primary console is a pty that xenconsoled serves: its path
+ * is in xenstore (console/tty of a PV or PVH guest, serial/0/tty of an HVM
+ * guest's emulated serial port), which libxl reads for us.  Every opener
+ * of the pty shares the one console: keys from all of them reach the
+ * guest, and each output byte goes to whichever reads it first (xl
+ * console has the same limit). */
+static int
+xen_console_open(struct xenops_host *host, uint32_t domid, int *ret_fd,
+                 char **ret_err)
+{
+    struct xen_host *h = xen_host_cast(host);
+    struct termios tio;
+    char *path = NULL;
+    int fd = -1, xlrc, rc;
+
+    xen_call_begin();
+    xlrc = libxl_primary_console_get_tty(h->ctx, domid, &path);
+    if (xlrc) {
+        rc = xl_fail(xlrc, ret_err, "no console for domain %u", domid);
+        goto out;
+    }
+    fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = -errno;
+        *ret_err = xasprintf("console of domain %u: %s: %s", domid, path,
+                             strerror(errno));
+        goto out;
+    }
+    /* Bytes as they are: no echo, no line editing, no CR/LF mapping. */
+    if (tcgetattr(fd, &tio) == 0) {
+        cfmakeraw(&tio);
+        tcsetattr(fd, TCSANOW, &tio);
+    }
+    *ret_fd = fd;
+    fd = -1;
+    rc = 0;
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(path);
+    return rc;
+}
+
 const struct xenops_provider xenops_xen_provider = {
     .name = "xen",
     .open = xen_open,
@@ -1827,4 +1872,5 @@ const struct xenops_provider xenops_xen_provider = {
     .send_sysrq = xen_send_sysrq,
     .send_trigger = xen_send_trigger,
     .domain_lookup = xen_domain_lookup,
+    .console_open = xen_console_open,
 };

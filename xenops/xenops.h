@@ -234,7 +234,18 @@ struct xenops_provider {
      * toolstack (the simulator). */
     int (*domain_lookup)(struct xenops_host *host, const char *uuid,
                          uint32_t *ret_domid, char **ret_err);
+    /* Connects to the domain's text console (the PV console, or the
+     * emulated serial port of an HVM guest).  *ret_fd is a stream
+     * (close-on-exec, blocking) that gives the guest's output and takes
+     * its keyboard input; the caller closes it.  It reaches end of file
+     * (or a read error: a pty gives EIO) when the domain is destroyed.
+     * May be called at any time, concurrently with other calls for the
+     * domain.  -ENOENT: no such domain; -EINVAL: it has shut down; -EBUSY:
+     * too many consoles open.  NULL: no text consoles. */
+    int (*console_open)(struct xenops_host *host, uint32_t domid,
+                        int *ret_fd, char **ret_err);
 };
+#define XENOPS_HAVE_CONSOLE_OPEN 1
 
 extern const struct xenops_provider xenops_sim_provider;
 #ifdef HAVE_XEN

@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,75 @@
 
 /* ---- the handler ---- */
 
+/* Streams taken over by /takeover: a thread echoes each one until the
+ * client's end of input.  Counted, so that tests can see callbacks that
+ * got no stream and streams that were closed. */
+static atomic_int takeover_nulls, takeover_closed;
+
+static void
+stream_wait(struct http_stream *s, bool reading)
+{
+    struct pollfd pfd = {
+        .fd = http_stream_fd(s),
+        .events = http_stream_poll_events(s, reading, !reading),
+    };
+    poll(&pfd, 1, 10000);
+}
+
+static void *
+echo_stream_thread(void *s_)
+{
+    struct http_stream *s = s_;
+    char buf[4096];
+
+    for (;;) {
+        ssize_t n = http_stream_read(s, buf, sizeof buf);
+        if (n == -EAGAIN) {
+            stream_wait(s, true);
+            continue;
+        } else if (n <= 0) {
+            break;
+        }
+        for (ssize_t off = 0; off < n; ) {
+            ssize_t w = http_stream_write(s, buf + off, n - off);
+            if (w == -EAGAIN) {
+                stream_wait(s, false);
+            } else if (w < 0) {
+                goto out;
+            } else {
+                off += w;
+            }
+        }
+    }
+out:
+    http_stream_close(s);
+    atomic_fetch_add(&takeover_closed, 1);
+    return NULL;
+}
+
+static void
+echo_taken(struct http_stream *s, void *aux)
+{
+    pthread_t t;
+
+    (void) aux;
+    if (!s) {
+        atomic_fetch_add(&takeover_nulls, 1);
+        return;
+    }
+    pthread_create(&t, NULL, echo_stream_thread, s);
+    pthread_detach(t);
+}
+
+static bool
+wait_atomic(atomic_int *v, int want)
+{
+    for (int i = 0; i < 1000 && atomic_load(v) != want; i++) {
+        usleep(10 * 1000);
+    }
+    return atomic_load(v) == want;
+}
+
 /* The last request a handler chose not to answer yet (path /defer). */
 static pthread_mutex_t deferred_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t deferred_cond = PTHREAD_COND_INITIALIZER;
@@ -47,6 +117,7 @@ big_byte(size_t i)
 }
 
 /* /defer     keeps the exchange for the test to answer
+ * /takeover  answers 200 and echoes the stream (echo_taken)
  * /big       answers size=N bytes of a known pattern (http_respond_take)
  * /sleep     waits ms=N milliseconds, then echoes
  * otherwise  echoes what it received, one summary line then the body */
@@ -62,6 +133,10 @@ test_handler(struct http_exchange *x, void *aux)
         deferred = x;
         pthread_cond_broadcast(&deferred_cond);
         pthread_mutex_unlock(&deferred_mutex);
+        return;
+    }
+    if (!strcmp(req->path, "/takeover")) {
+        http_respond_takeover(x, 200, "X-Test: stream", echo_taken, NULL);
         return;
     }
     if (!strcmp(req->path, "/big")) {
@@ -1068,6 +1143,137 @@ TEST(test_respond_after_server_stop)
         CHECK_STR(http_exchange_request(x)->body, "hi");
         http_respond(x, 200, NULL, NULL, "", 0);
     }
+    client_close(&c);
+}
+
+/* Reads until c->in holds want; returns whether it came. */
+static bool
+client_read_until(struct client *c, const char *want)
+{
+    while (!c->in.s || !strstr(c->in.s, want)) {
+        if (client_read_more(c) <= 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A taken-over connection, plain then TLS: the head has no
+ * Content-Length, bytes sent with the request come first, the stream
+ * goes both ways, and the client's end of input ends it. */
+TEST(test_takeover_streams_bytes_both_ways)
+{
+    struct http_listener_config ls[2] = {
+        { HTTP_LISTEN_TCP, (char *) "127.0.0.1:0" },
+        { HTTP_LISTEN_TLS, (char *) "127.0.0.1:0" },
+    };
+    struct http_server_config cfg = { .listeners = ls, .n_listeners = 2 };
+    struct fixture fx = { 0 };
+    char cert[128], key[128], *err = NULL;
+    int closed = atomic_load(&takeover_closed);
+
+    make_temp_dir(&fx);
+    snprintf(cert, sizeof cert, "%s/cert.pem", fx.dir);
+    snprintf(key, sizeof key, "%s/key.pem", fx.dir);
+    CHECK_INT(http_tls_ensure_cert(cert, key, "localhost", &err), 0);
+    free(err);
+    cfg.tls_cert_file = cert;
+    cfg.tls_key_file = key;
+    if (start_server(&fx, &cfg)) {
+        CHECK(false);
+        remove_temp_dir(&fx);
+        return;
+    }
+    for (int tls = 0; tls < 2; tls++) {
+        struct client c;
+        struct response r;
+        char *cl;
+        int rc = tls ? client_connect_tls(&c, http_server_port(fx.srv, 1),
+                                          cert, 0)
+                     : client_connect(&c, fx.port);
+
+        CHECK_INT(rc, 0);
+        client_send_str(&c, "CONNECT /takeover?x=1 HTTP/1.0\r\n\r\nearly");
+        CHECK_INT(client_read_response(&c, &r, true), 0);
+        CHECK_INT(r.status, 200);
+        CHECK(head_has(&r, "X-Test", "stream"));
+        cl = r.head ? head_field(r.head, "Content-Length") : NULL;
+        CHECK(r.head && !cl);
+        free(cl);
+        response_destroy(&r);
+        CHECK(client_read_until(&c, "early"));
+        client_send_str(&c, "and more");
+        CHECK(client_read_until(&c, "earlyand more"));
+        if (tls) {
+            SSL_shutdown(c.ssl);
+        } else {
+            shutdown(c.fd, SHUT_WR);
+        }
+        CHECK(client_sees_close(&c));
+        client_close(&c);
+        CHECK(wait_atomic(&takeover_closed, closed + tls + 1));
+    }
+    CHECK_INT(atomic_load(&takeover_nulls), 0);
+    http_server_stop(fx.srv);
+    remove_temp_dir(&fx);
+}
+
+/* A take-over answer for a connection that is gone, or after the server
+ * stopped, reports no stream; the server stops with a stream open, whose
+ * owner sees the end. */
+TEST(test_takeover_without_a_connection_and_at_server_stop)
+{
+    struct http_server_config cfg = { 0 };
+    struct fixture fx = { 0 };
+    struct http_exchange *x;
+    struct client c, open;
+    struct response r;
+    int nulls = atomic_load(&takeover_nulls);
+    int closed = atomic_load(&takeover_closed);
+    int64_t t0;
+
+    if (start_server(&fx, &cfg)) {
+        CHECK(false);
+        return;
+    }
+    /* A reset: the server closes the connection at once.  (After an
+     * orderly close, the head would go out and the stream would read
+     * the end at once.) */
+    client_connect(&c, fx.port);
+    client_send_str(&c, "GET /defer HTTP/1.1\r\n\r\n");
+    x = wait_deferred();
+    CHECK(x != NULL);
+    {
+        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+        setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    client_close(&c);
+    usleep(100 * 1000);
+    if (x) {
+        http_respond_takeover(x, 200, NULL, echo_taken, NULL);
+    }
+    CHECK(wait_atomic(&takeover_nulls, nulls + 1));
+
+    client_connect(&open, fx.port);
+    client_send_str(&open, "GET /takeover HTTP/1.1\r\n\r\n");
+    CHECK_INT(client_read_response(&open, &r, true), 0);
+    CHECK_INT(r.status, 200);
+    response_destroy(&r);
+    client_connect(&c, fx.port);
+    client_send_str(&c, "GET /defer HTTP/1.1\r\n\r\n");
+    x = wait_deferred();
+    CHECK(x != NULL);
+
+    t0 = time_mono_ms();
+    http_server_stop(fx.srv);
+    CHECK(time_mono_ms() - t0 < 4000);
+    CHECK_INT(atomic_load(&takeover_closed), closed + 1);
+    CHECK(client_sees_close(&open));
+    if (x) {
+        http_respond_takeover(x, 200, NULL, echo_taken, NULL);
+    }
+    CHECK_INT(atomic_load(&takeover_nulls), nulls + 2);
+    client_close(&open);
     client_close(&c);
 }
 

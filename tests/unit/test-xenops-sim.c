@@ -3,7 +3,8 @@
  * memory accounting, the domain lifecycle, the guest agent, clean
  * shutdowns that take time or are ignored, crashes and behaviour injected
  * through the control socket, suspend images, migration between two
- * simulated hosts, statistics, ballooning and hotplug.
+ * simulated hosts, statistics, ballooning and hotplug, and the text
+ * console.
  *
  * The hosts run with short timers (tick 5 ms, boot 20 ms, shutdown 60 ms)
  * so that the whole program takes a second or two. */
@@ -14,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -1287,5 +1289,150 @@ TEST(test_close_with_domains_running_frees_everything)
     CHECK(stat(path, &st) < 0 && errno == ENOENT);
     close(idle);
     xenops_close(NULL);
+    xenops_vm_spec_free(spec);
+}
+
+static void
+pause_domain(struct sim *s, uint32_t domid)
+{
+    char *err = NULL;
+    CHECK_INT(s->p->domain_pause(s->host, domid, &err), 0);
+}
+
+/* Reads from a console until want has arrived (within timeout_ms);
+ * returns whether it did, and prints what came otherwise unless quiet. */
+static bool
+console_read_for(int fd, const char *want, int timeout_ms, bool quiet)
+{
+    struct ds got = DS_EMPTY;
+    int64_t end = time_mono_ms() + timeout_ms;
+    bool ok = false;
+
+    while (!ok && time_mono_ms() < end) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        char buf[256];
+        ssize_t n;
+
+        if (poll(&pfd, 1, 50) <= 0) {
+            continue;
+        }
+        n = read(fd, buf, sizeof buf);
+        if (n <= 0) {
+            break;
+        }
+        ds_put(&got, buf, n);
+        ok = strstr(ds_cstr(&got), want) != NULL;
+    }
+    if (!ok && !quiet) {
+        fprintf(stderr, "  console: wanted \"%s\", got \"%s\"\n", want,
+                got.s ? got.s : "");
+    }
+    ds_destroy(&got);
+    return ok;
+}
+
+static bool
+console_expect(int fd, const char *want)
+{
+    return console_read_for(fd, want, 2000, false);
+}
+
+/* Whether want arrives within timeout_ms (what arrives is consumed). */
+static bool
+console_expect_quiet(int fd, const char *want, int timeout_ms)
+{
+    return console_read_for(fd, want, timeout_ms, true);
+}
+
+/* Whether the console reaches end of file within 2 s. */
+static bool
+console_ends(int fd)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    char buf[256];
+    int64_t end = time_mono_ms() + 2000;
+
+    while (time_mono_ms() < end) {
+        if (poll(&pfd, 1, 50) > 0 && read(fd, buf, sizeof buf) <= 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int
+console_send(int fd, const char *keys)
+{
+    return write(fd, keys, strlen(keys)) == (ssize_t) strlen(keys) ? 0 : -1;
+}
+
+TEST(test_console_shows_the_boot_then_logs_in_and_answers)
+{
+    struct sim *s = sim_start(NULL, false);
+    struct xenops_vm_spec *spec = make_spec("web 1", 64, 1);
+    uint32_t domid = create(s, spec);
+    char *err = NULL;
+    int fd = -1;
+
+    CHECK_INT(s->p->console_open(s->host, domid, &fd, &err), 0);
+    CHECK(console_expect(fd, "Booting...\r\n"));
+    unpause(s, domid);
+    CHECK(console_expect(fd, "Debian GNU/Linux 12 sim-web-1 ttyS0\r\n\r\n"
+                         "sim login: "));
+    /* A paused guest takes no keys: they wait for it. */
+    pause_domain(s, domid);
+    CHECK_INT(console_send(fd, "root\r"), 0);
+    CHECK(!console_expect_quiet(fd, "root", 200));
+    unpause(s, domid);
+    CHECK(console_expect(fd, "root\r\nPassword: "));
+    CHECK_INT(console_send(fd, "pw\r\n"), 0);
+    CHECK(console_expect(fd, "\r\nLinux sim-web-1 6.1.0-sim #1 SMP x86_64"
+                         "\r\n\r\nroot@sim-web-1:~# "));
+    CHECK_INT(console_send(fd, "whoamx\x7fi\r"), 0);
+    CHECK(console_expect(fd, "whoamx\b \bi\r\nroot\r\nroot@sim-web-1:~# "));
+    CHECK_INT(console_send(fd, "exit\r"), 0);
+    CHECK(console_expect(fd, "logout\r\n\r\nDebian GNU/Linux 12 sim-web-1 "
+                         "ttyS0\r\n\r\nsim login: "));
+
+    /* Destroying the domain ends the console. */
+    CHECK_INT(s->p->domain_destroy(s->host, domid, &err), 0);
+    CHECK(console_ends(fd));
+    close(fd);
+    sim_stop(s);
+    xenops_vm_spec_free(spec);
+}
+
+TEST(test_console_open_errors_and_close_ends_open_consoles)
+{
+    struct sim *s = sim_start(NULL, false);
+    struct xenops_vm_spec *spec = make_spec("db", 64, 1);
+    uint32_t domid = boot(s, spec), gone;
+    char *err = NULL;
+    int fd = -1, fd2 = -1;
+
+    CHECK_INT(s->p->console_open(s->host, 999, &fd, &err), -ENOENT);
+    free(err);
+    err = NULL;
+    gone = boot(s, spec);
+    CHECK_INT(s->p->send_trigger(s->host, gone, "reset", &err), 0);
+    CHECK_INT(s->p->console_open(s->host, gone, &fd, &err), -EINVAL);
+    free(err);
+    err = NULL;
+
+    /* Two connections are two terminals. */
+    CHECK_INT(s->p->console_open(s->host, domid, &fd, &err), 0);
+    CHECK_INT(s->p->console_open(s->host, domid, &fd2, &err), 0);
+    CHECK(console_expect(fd, "sim login: "));
+    CHECK(console_expect(fd2, "sim login: "));
+    CHECK_INT(console_send(fd, "alice\r"), 0);
+    CHECK(console_expect(fd, "alice\r\nPassword: "));
+    CHECK_INT(console_send(fd2, "\r"), 0);
+    CHECK(console_expect(fd2, "\r\nsim login: "));
+
+    /* A client that leaves frees its console; close() ends the others. */
+    close(fd2);
+    sim_stop(s);
+    CHECK(console_ends(fd));
+    close(fd);
     xenops_vm_spec_free(spec);
 }
