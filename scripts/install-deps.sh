@@ -7,8 +7,8 @@ what=${1:-build}
 pkgs="build-essential autoconf automake pkg-config python3 libssl-dev
 libsqlite3-dev libcrypt-dev libpam0g-dev libxen-dev openssl ca-certificates"
 case "$what" in
-test) pkgs="$pkgs clang libclang-rt-14-dev libxmlrpc-core-c3-dev libcurl4-openssl-dev curl" ;;
-bench) pkgs="$pkgs clang libxmlrpc-core-c3-dev libcurl4-openssl-dev curl wrk nginx-light" ;;
+test) pkgs="$pkgs clang libclang-rt-14-dev libxmlrpc-core-c3-dev libcurl4-openssl-dev curl libnbd-bin qemu-utils" ;;
+bench) pkgs="$pkgs clang libxmlrpc-core-c3-dev libcurl4-openssl-dev curl wrk nginx-light libnbd-bin qemu-utils fio" ;;
 esac
 missing=
 for p in $pkgs; do

@@ -413,17 +413,18 @@ server_sleep(struct nbd_server *srv, int64_t us)
 static bool
 qos_throttle(struct nbd_server *srv, uint64_t len)
 {
-    int64_t wait, now;
+    int64_t iops_wait, bytes_wait, now;
 
     if (!srv->qos) {
         return true;
     }
     pthread_mutex_lock(&srv->qos_mutex);
     now = time_mono_us();
-    wait = nbd_token_bucket_take(&srv->iops_tb, 1, now);
-    wait = MAX(wait, nbd_token_bucket_take(&srv->bytes_tb, len, now));
+    iops_wait = nbd_token_bucket_take(&srv->iops_tb, 1, now);
+    bytes_wait = nbd_token_bucket_take(&srv->bytes_tb, len, now);
     pthread_mutex_unlock(&srv->qos_mutex);
-    return wait <= 0 || server_sleep(srv, wait);
+    return MAX(iops_wait, bytes_wait) <= 0
+           || server_sleep(srv, MAX(iops_wait, bytes_wait));
 }
 
 /* ---- One client session. ---- */
@@ -938,7 +939,8 @@ handle_request(struct nbd_conn *conn, const struct nbd_request *req)
 
     case NBD_CMD_WRITE:
         buf = conn_buffer(conn, req->length);
-        rc = conn->io->read(conn->io->aux, buf, req->length);
+        rc = req->length ? conn->io->read(conn->io->aux, buf, req->length)
+                         : 0;
         if (rc) {
             return rc;
         }
@@ -1140,7 +1142,11 @@ client_thread(void *client_)
         LOG_DBG("nbd: client connection ended: %s", strerror(-rc));
     }
 
+    /* Close at once: after NBD_CMD_DISC the client waits for the
+     * connection to close. */
     pthread_mutex_lock(&srv->mutex);
+    close(client->fd);
+    client->fd = -1;
     client->done = true;
     srv->n_running--;
     pthread_cond_broadcast(&srv->cond);
@@ -1157,7 +1163,6 @@ reap_clients(struct nbd_server *srv)
         struct nbd_client *client = &srv->clients[i];
         if (client->in_use && client->done) {
             pthread_join(client->thread, NULL);
-            close(client->fd);
             client->in_use = false;
         }
     }
@@ -1237,7 +1242,6 @@ stop_clients(struct nbd_server *srv)
         struct nbd_client *client = &srv->clients[i];
         if (client->in_use) {
             pthread_join(client->thread, NULL);
-            close(client->fd);
             client->in_use = false;
         }
     }

@@ -83,6 +83,7 @@ struct vhd {
     uint64_t footer_off;
     bool footer_bad;                /* end footer damaged: copy at 0 used */
     bool copy_bad;                  /* copy at 0 damaged or different */
+    bool hidden_in_copy;            /* see footers_match() */
 
     uint64_t header_off;
     uint64_t bat_off;
@@ -100,6 +101,7 @@ struct vhd {
     uint32_t *dirty_list;
     size_t n_dirty, dirty_cap;
     size_t n_cached;
+    size_t cache_limit;             /* bytes */
     /* BAT entries changed in memory since the last flush: [lo, hi). */
     uint32_t bat_dirty_lo, bat_dirty_hi;
     bool data_dirty;                /* written since the last fdatasync */
@@ -199,6 +201,18 @@ footer_valid(const uint8_t *f)
         return vhd_checksum(copy, FOOTER_SIZE, F_CHECKSUM) == sum;
     }
     return false;
+}
+
+/* Whether the footer copy agrees with the end footer.  Early XenServer
+ * tools set the hidden flag in the copy only, so that byte (and so the
+ * checksum) may differ. */
+static bool
+footers_match(const uint8_t *copy, const uint8_t *end)
+{
+    return !memcmp(copy, end, F_CHECKSUM)
+           && !memcmp(copy + F_UUID, end + F_UUID, F_HIDDEN - F_UUID)
+           && !memcmp(copy + F_HIDDEN + 1, end + F_HIDDEN + 1,
+                      FOOTER_SIZE - F_HIDDEN - 1);
 }
 
 static int PRINTF_FMT(3, 4)
@@ -508,7 +522,8 @@ utf16_to_utf8(const uint8_t *p, size_t len, bool big_endian)
     struct ds out = DS_EMPTY;
 
     for (size_t i = 0; i + 1 < len; i += 2) {
-        uint32_t u = big_endian ? get_be16(p + i) : (uint32_t) (p[i + 1] << 8 | p[i]);
+        uint32_t u = big_endian ? get_be16(p + i)
+                                : (uint32_t) (p[i + 1] << 8 | p[i]);
         if (!u) {
             break;
         }
@@ -804,7 +819,8 @@ parse_image(struct vhd *v, struct problems *pb)
         return 0;
     }
     if (end_ok) {
-        v->copy_bad = !copy_ok || memcmp(copy, end, FOOTER_SIZE);
+        v->copy_bad = !copy_ok || !footers_match(copy, end);
+        v->hidden_in_copy = copy_ok && copy[F_HIDDEN];
     }
 
     v->header_off = get_be64(v->footer + F_DATA_OFFSET);
@@ -890,6 +906,7 @@ vhd_alloc(const char *path)
 
     v->path = xstrdup(path);
     v->fd = -1;
+    v->cache_limit = BITMAP_CACHE_BYTES;
     return v;
 }
 
@@ -1055,8 +1072,7 @@ locator_path(struct vhd *v, int i, const char *child_dir)
     }
     if (code == PLAT_MACX) {
         data[len] = 0;
-        if (strlen((char *) data) == len
-            && str_starts_with((char *) data, "file://")) {
+        if (str_starts_with((char *) data, "file://")) {
             raw_path = xstrdup((char *) data + 7);
         }
     } else {
@@ -1270,13 +1286,21 @@ vhd_flush(struct vhd *v)
     return 0;
 }
 
+void
+vhd_set_bitmap_cache_size(struct vhd *v, size_t bytes)
+{
+    for (; v; v = v->parent) {
+        v->cache_limit = bytes;
+    }
+}
+
 /* Empties the bitmap cache when it is full, writing dirty bitmaps first. */
 static int
 cache_make_room(struct vhd *v)
 {
     int rc;
 
-    if ((uint64_t) v->n_cached * v->bitmap_size < BITMAP_CACHE_BYTES) {
+    if ((uint64_t) v->n_cached * v->bitmap_size < v->cache_limit) {
         return 0;
     }
     rc = vhd_flush(v);
@@ -1321,6 +1345,7 @@ get_bitmap(struct vhd *v, uint32_t blk, uint8_t **ret_bm)
 
 static int read_range(struct vhd *v, uint8_t *buf, uint64_t off,
                       uint64_t len);
+static bool range_has_data(const struct vhd *v, uint64_t off, uint64_t len);
 
 /* Reads what lies under v: its parent's data, zeros past the parent's
  * end or without a parent. */
@@ -1523,9 +1548,14 @@ write_block(struct vhd *v, uint32_t blk, uint32_t s0, uint32_t n,
     int rc;
 
     if (v->bat[blk] == BAT_UNUSED) {
-        /* In a dynamic disk an unallocated block reads as zeros already;
-         * in a differencing disk zeros must hide the parent's data. */
-        if (v->type == VHD_TYPE_DYNAMIC && is_zero(buf, (size_t) n * SECTOR)) {
+        /* An unallocated block of a dynamic disk reads as zeros already,
+         * and so does one of a differencing disk over parents holding no
+         * data there; otherwise zeros must hide the parents' data. */
+        uint64_t off = ((uint64_t) blk << v->block_shift) + s0 * SECTOR;
+        if (is_zero(buf, (size_t) n * SECTOR)
+            && (v->type == VHD_TYPE_DYNAMIC
+                || (v->parent && !range_has_data(v->parent, off,
+                                                 (uint64_t) n * SECTOR)))) {
             return 0;
         }
         return alloc_block(v, blk, s0, n, buf);
@@ -1686,7 +1716,7 @@ vhd_get_info(const struct vhd *v, struct vhd_info *ret)
     info.physical_utilisation = info.physical_size;
     uuid_format(v->footer + F_UUID, info.uuid);
     info.timestamp = (int64_t) get_be32(v->footer + F_TIMESTAMP) + VHD_EPOCH;
-    info.hidden = v->footer[F_HIDDEN] != 0;
+    info.hidden = v->footer[F_HIDDEN] || v->hidden_in_copy;
     memcpy(info.creator, v->footer + F_CREATOR_APP, 4);
     if (v->type != VHD_TYPE_FIXED) {
         uint64_t span = (uint64_t) v->bitmap_size + v->block_size;
@@ -2159,10 +2189,15 @@ write_header(struct vhd *v, const uint8_t *h)
  * crash in between, the end footer (which readers prefer) is the new one
  * and opening the image for writing repairs the copy. */
 static int
-write_footers(struct vhd *v, const uint8_t *f)
+write_footers(struct vhd *v, uint8_t *f)
 {
     int rc;
 
+    /* Keep a hidden flag found in the copy only (footers_match()). */
+    if (v->hidden_in_copy) {
+        f[F_HIDDEN] = 1;
+    }
+    seal_footer(f);
     rc = pwrite_all(v->fd, f, FOOTER_SIZE, v->footer_off);
     if (!rc && v->type != VHD_TYPE_FIXED) {
         rc = pwrite_all(v->fd, f, FOOTER_SIZE, 0);
@@ -2186,7 +2221,7 @@ vhd_set_hidden(struct vhd *v, bool hidden)
     }
     memcpy(f, v->footer, FOOTER_SIZE);
     f[F_HIDDEN] = hidden;
-    seal_footer(f);
+    v->hidden_in_copy = false;
     return write_footers(v, f);
 }
 
@@ -2337,7 +2372,8 @@ grow_bat(struct vhd *v, uint32_t entries, char **ret_err)
     }
     /* XenServer's batmap sits right after the BAT; we do not move it. */
     if (!pread_all(v->fd, cookie, 8, round_up(old_end, SECTOR))
-        && !memcmp(cookie, "tdbatmap", 8) && new_end > round_up(old_end, SECTOR)) {
+        && !memcmp(cookie, "tdbatmap", 8)
+        && new_end > round_up(old_end, SECTOR)) {
         return set_err(ret_err, -ENOTSUP, "%s: the BAT cannot grow past "
                        "XenServer's batmap", v->path);
     }
@@ -2350,7 +2386,7 @@ grow_bat(struct vhd *v, uint32_t entries, char **ret_err)
             rc = -errno;
         }
         if (rc) {
-            goto fail;
+            goto out;
         }
         v->footer_off = at;
     }
@@ -2360,7 +2396,7 @@ grow_bat(struct vhd *v, uint32_t entries, char **ret_err)
             && off + v->bitmap_size + v->block_size > old_end) {
             rc = move_block(v, b);
             if (rc) {
-                goto fail;
+                goto out;
             }
         }
     }
@@ -2370,13 +2406,14 @@ grow_bat(struct vhd *v, uint32_t entries, char **ret_err)
             && off < new_end && off + locator_len(v, i) > old_end) {
             rc = move_locator(v, i);
             if (rc) {
-                goto fail;
+                goto out;
             }
         }
     }
 
     v->bat = xrealloc(v->bat, (size_t) entries * 4 + 1);
-    v->bitmaps = xrealloc(v->bitmaps, ((size_t) entries + 1) * sizeof *v->bitmaps);
+    v->bitmaps = xrealloc(v->bitmaps,
+                          ((size_t) entries + 1) * sizeof *v->bitmaps);
     v->bitmap_dirty = xrealloc(v->bitmap_dirty, (size_t) entries + 1);
     for (uint32_t b = v->bat_entries; b < entries; b++) {
         v->bat[b] = BAT_UNUSED;
@@ -2388,20 +2425,22 @@ grow_bat(struct vhd *v, uint32_t entries, char **ret_err)
         rc = -errno;
     }
     if (rc) {
-        goto fail;
+        goto out;
     }
     memcpy(h, v->header, HEADER_SIZE);
     put_be32(h + H_MAX_ENTRIES, entries);
     seal_header(h);
     rc = write_header(v, h);
     if (rc) {
-        goto fail;
+        goto out;
     }
     v->bat_entries = entries;
-    return 0;
-fail:
-    return set_err(ret_err, rc, "%s: growing the BAT: %s", v->path,
-                   strerror(-rc));
+out:
+    if (rc) {
+        set_err(ret_err, rc, "%s: growing the BAT: %s", v->path,
+                strerror(-rc));
+    }
+    return rc;
 }
 
 int
@@ -2441,7 +2480,6 @@ vhd_resize(struct vhd *v, uint64_t new_size, char **ret_err)
     memcpy(f, v->footer, FOOTER_SIZE);
     put_be64(f + F_CUR_SIZE, new_size);
     put_be32(f + F_GEOMETRY, chs_geometry(new_size));
-    seal_footer(f);
     rc = write_footers(v, f);
     if (rc) {
         return set_err(ret_err, rc, "%s: writing the footer: %s", v->path,
@@ -2515,17 +2553,21 @@ vhd_coalesce(const char *child_path, vhd_progress_fn *progress, void *aux,
             uint32_t j = run_end(bm, i, spb, set);
             if (set) {
                 size_t len = (size_t) (j - i) * SECTOR;
-                rc = pread_all(child->fd, buf, len, data + (uint64_t) i * SECTOR);
+                uint64_t at = (uint64_t) i * SECTOR;
+
+                rc = pread_all(child->fd, buf, len, data + at);
                 if (!rc) {
-                    rc = vhd_write(parent, buf, base + (uint64_t) i * SECTOR, len);
+                    rc = vhd_write(parent, buf, base + at, len);
                 }
             }
             i = j;
         }
         /* The bitmap is not needed again. */
-        free(child->bitmaps[b]);
-        child->bitmaps[b] = NULL;
-        child->n_cached--;
+        if (child->bitmaps[b]) {
+            free(child->bitmaps[b]);
+            child->bitmaps[b] = NULL;
+            child->n_cached--;
+        }
         if (rc) {
             set_err(ret_err, rc, "%s: coalescing block %u: %s", child_path,
                     b, strerror(-rc));
@@ -2607,8 +2649,10 @@ fd_size(int fd, uint64_t *ret_size, bool *ret_seekable)
         return 0;
     }
     if (S_ISBLK(st.st_mode)) {
+        off_t pos = lseek(fd, 0, SEEK_CUR);
+
         end = lseek(fd, 0, SEEK_END);
-        if (end < 0) {
+        if (pos < 0 || end < 0 || lseek(fd, pos, SEEK_SET) < 0) {
             return -errno;
         }
         *ret_size = end;
@@ -2705,25 +2749,29 @@ int
 vhd_export_raw(struct vhd *v, int fd, vhd_progress_fn *progress, void *aux,
                char **ret_err)
 {
-    uint64_t off = 0, dummy;
+    uint64_t off = 0, old_size;
     bool sparse;
     uint8_t *buf = NULL;
     size_t chunk;
     int rc;
 
-    rc = fd_size(fd, &dummy, &sparse);
+    rc = fd_size(fd, &old_size, &sparse);
     if (!rc && sparse) {
         struct stat st;
         sparse = !fstat(fd, &st) && S_ISREG(st.st_mode);
     }
-    if (!rc && sparse && (ftruncate(fd, 0) || ftruncate(fd, v->size))) {
+    /* Truncate only a file that has data: on ext4, truncating to zero
+     * makes close() wait for the new data to reach the disk. */
+    if (!rc && sparse && ((old_size && ftruncate(fd, 0))
+                          || ftruncate(fd, v->size))) {
         rc = -errno;
     }
     if (rc) {
         return set_err(ret_err, rc, "export of %s: %s", v->path,
                        strerror(-rc));
     }
-    chunk = v->type == VHD_TYPE_FIXED ? MAX_CHUNK : MIN(v->block_size, MAX_CHUNK);
+    chunk = v->type == VHD_TYPE_FIXED ? MAX_CHUNK
+                                      : MIN(v->block_size, MAX_CHUNK);
     buf = xmalloc(chunk);
     while (off < v->size) {
         uint64_t run;
@@ -2731,17 +2779,21 @@ vhd_export_raw(struct vhd *v, int fd, vhd_progress_fn *progress, void *aux,
 
         rc = vhd_extent(v, off, &run, &data);
         if (rc) {
-            goto fail;
+            goto out;
         }
         if (!data && sparse) {
             off += run;
+            if (progress && progress(aux, off, v->size)) {
+                rc = -ECANCELED;
+                goto out;
+            }
         } else if (!data) {
             memset(buf, 0, chunk);
             while (run) {
                 size_t n = MIN(run, chunk);
                 rc = write_stream(fd, buf, n);
                 if (rc) {
-                    goto fail;
+                    goto out;
                 }
                 off += n;
                 run -= n;
@@ -2753,7 +2805,7 @@ vhd_export_raw(struct vhd *v, int fd, vhd_progress_fn *progress, void *aux,
                 size_t n = MIN(run, chunk - off % chunk);
                 rc = read_range(v, buf, off, n);
                 if (rc) {
-                    goto fail;
+                    goto out;
                 }
                 if (!sparse) {
                     rc = write_stream(fd, buf, n);
@@ -2761,23 +2813,24 @@ vhd_export_raw(struct vhd *v, int fd, vhd_progress_fn *progress, void *aux,
                     rc = pwrite_all(fd, buf, n, off);
                 }
                 if (rc) {
-                    goto fail;
+                    goto out;
                 }
                 off += n;
                 run -= n;
                 if (progress && progress(aux, off, v->size)) {
                     rc = -ECANCELED;
-                    goto fail;
+                    goto out;
                 }
             }
         }
     }
+out:
+    if (rc) {
+        set_err(ret_err, rc, "export of %s at %llu: %s", v->path,
+                (unsigned long long) off, strerror(-rc));
+    }
     free(buf);
-    return 0;
-fail:
-    free(buf);
-    return set_err(ret_err, rc, "export of %s at %llu: %s", v->path,
-                   (unsigned long long) off, strerror(-rc));
+    return rc;
 }
 
 /* ---- struct blockdev ---- */

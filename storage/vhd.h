@@ -112,6 +112,11 @@ int vhd_extent(struct vhd *vhd, uint64_t offset, uint64_t *ret_len,
 
 uint64_t vhd_virtual_size(const struct vhd *vhd);
 
+/* Caps the memory each image of the chain spends caching sector bitmaps
+ * (default 16 MiB, the bitmaps of 32 GiB of 2 MiB blocks); a full cache
+ * is written back and emptied.  Tests make it tiny to exercise that. */
+void vhd_set_bitmap_cache_size(struct vhd *vhd, size_t bytes);
+
 struct vhd_info {
     enum vhd_type type;
     uint64_t virtual_size;

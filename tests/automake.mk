@@ -54,3 +54,8 @@ endif
 
 EXTRA_DIST += tests/run-tests.sh tests/unit/test_idl.py tests/integration \
 	tests/fuzz
+
+noinst_PROGRAMS += tests/unit/test-nbd
+tests_unit_test_nbd_SOURCES = tests/unit/test-nbd.c tests/unit/test.h
+tests_unit_test_nbd_CPPFLAGS = $(TEST_CPPFLAGS)
+tests_unit_test_nbd_LDADD = storage/libstorage.a lib/libutil.a

@@ -14,7 +14,7 @@ fi
 cfg="$out/cfg"
 mkdir -p "$cfg"
 [ -f "$cfg/config.h" ] || echo '#define PACKAGE_VERSION "fuzz"' > "$cfg/config.h"
-flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE -I$cfg -I$top -I$top/lib -I$top/xapi"
+flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE -I$cfg -I$top -I$top/lib -I$top/xapi -I$top/storage"
 build() {
     name=$1
     shift
@@ -22,11 +22,12 @@ build() {
     clang $flags "$@" -o "$out/$name" 2>"$out/$name.build.log"
 }
 status=0
-for t in xmlrpc json http; do
+for t in xmlrpc json http nbd; do
     case $t in
     xmlrpc) srcs="$top/tests/fuzz/fuzz-xmlrpc.c $top/lib/xmlrpc.c $top/lib/value.c $top/lib/util.c" ;;
     json) srcs="$top/tests/fuzz/fuzz-json.c $top/lib/json.c $top/lib/value.c $top/lib/util.c" ;;
     http) srcs="$top/tests/fuzz/fuzz-http.c $top/xapi/http-parse.c $top/lib/util.c" ;;
+    nbd) srcs="$top/tests/fuzz/fuzz-nbd.c $top/storage/nbd-server.c $top/lib/util.c" ;;
     esac
     if ! build "fuzz-$t" $srcs; then
         echo "not ok - fuzz_$t (build failed)"
