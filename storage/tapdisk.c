@@ -2,8 +2,8 @@
  * process per attached VDI, serving its disk over NBD on a Unix socket
  * that the domain's disk backend connects to.
  *
- * It opens the device (a raw file here; a VHD chain through storage/vhd.c
- * once wired, see open_vhd()), listens, prints "ready" on stdout, and
+ * It opens the device (a raw file, or a VHD chain through storage/vhd.c),
+ * listens, prints "ready" on stdout, and
  * serves with storage/nbd-server.c until SIGTERM or SIGINT, when it lets
  * requests in flight finish, flushes, removes its socket and exits 0.
  * docs/block-server.md has the command line and the design. */
@@ -11,6 +11,7 @@
 
 #include "storage/blockdev.h"
 #include "storage/nbd-server.h"
+#include "storage/vhd.h"
 #include "util.h"
 
 #include <errno.h>
@@ -58,22 +59,12 @@ usage(FILE *f)
             NBD_DEFAULT_MAX_CLIENTS);
 }
 
-/* Opens a VHD chain as a block device.
- *
- * HOOK for the VHD library (storage/vhd.c, being written separately):
- * once it exposes its chain as a struct blockdev, replace the body with
- * the call to its opener, e.g.
- *     return blockdev_open_vhd(path, read_only, ret_dev, ret_err);
- * and add storage/vhd.c to xapi-tapdisk's sources. */
+/* Opens a VHD chain (the leaf and its parents) as a block device. */
 static int
 open_vhd(const char *path, bool read_only, struct blockdev **ret_dev,
          char **ret_err)
 {
-    (void) read_only;
-    (void) ret_dev;
-    *ret_err = xasprintf("%s: this xapi-tapdisk is built without VHD "
-                         "support", path);
-    return -ENOTSUP;
+    return blockdev_open_vhd(path, read_only, ret_dev, ret_err);
 }
 
 static bool

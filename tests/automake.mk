@@ -59,3 +59,8 @@ noinst_PROGRAMS += tests/unit/test-nbd
 tests_unit_test_nbd_SOURCES = tests/unit/test-nbd.c tests/unit/test.h
 tests_unit_test_nbd_CPPFLAGS = $(TEST_CPPFLAGS)
 tests_unit_test_nbd_LDADD = storage/libstorage.a lib/libutil.a
+
+noinst_PROGRAMS += tests/unit/test-vhd
+tests_unit_test_vhd_SOURCES = tests/unit/test-vhd.c tests/unit/test.h
+tests_unit_test_vhd_CPPFLAGS = $(TEST_CPPFLAGS)
+tests_unit_test_vhd_LDADD = storage/libstorage.a lib/libutil.a

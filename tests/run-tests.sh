@@ -43,7 +43,7 @@ run() {
     fi
 }
 
-for t in test-codec test-db test-db-store test-query test-http test-audit test-events test-xenops-sim test-nbd; do
+for t in test-codec test-db test-db-store test-query test-http test-audit test-events test-xenops-sim test-nbd test-vhd; do
     run "unit/$t" "$build/tests/unit/$t"
 done
 if [ -x "$build/tests/unit/test-xen-config" ]; then

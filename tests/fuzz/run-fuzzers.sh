@@ -22,12 +22,13 @@ build() {
     clang $flags "$@" -o "$out/$name" 2>"$out/$name.build.log"
 }
 status=0
-for t in xmlrpc json http nbd; do
+for t in xmlrpc json http nbd vhd; do
     case $t in
     xmlrpc) srcs="$top/tests/fuzz/fuzz-xmlrpc.c $top/lib/xmlrpc.c $top/lib/value.c $top/lib/util.c" ;;
     json) srcs="$top/tests/fuzz/fuzz-json.c $top/lib/json.c $top/lib/value.c $top/lib/util.c" ;;
     http) srcs="$top/tests/fuzz/fuzz-http.c $top/xapi/http-parse.c $top/lib/util.c" ;;
     nbd) srcs="$top/tests/fuzz/fuzz-nbd.c $top/storage/nbd-server.c $top/lib/util.c" ;;
+    vhd) srcs="$top/tests/fuzz/fuzz-vhd.c $top/storage/vhd.c $top/lib/util.c" ;;
     esac
     if ! build "fuzz-$t" $srcs; then
         echo "not ok - fuzz_$t (build failed)"
