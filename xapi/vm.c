@@ -551,6 +551,60 @@ vm_set_vcpus_number_live(struct api_ctx *ctx, struct value **args,
     }
 }
 
+/* VM.set_memory_target_live (deprecated): balloon a running VM to a
+ * target inside its static range; the target is recorded in
+ * memory_target. */
+static int
+vm_set_memory_target_live(struct api_ctx *ctx, struct value **args,
+                          struct value **ret)
+{
+    struct xenops_host *h = ctx->x->xenops;
+    const char *ref = args[1]->u.str.s;
+    int64_t target = args[2]->u.i, smin = 0, smax = 0, domid = -1;
+    char power[16] = "";
+    struct db_row *vm;
+    struct db_txn *txn;
+    char *err = NULL;
+    int rc;
+
+    db_read_lock(ctx->x->db);
+    vm = db_lookup(ctx->x->db, CLS_VM, ref);
+    if (vm) {
+        smin = vm->fields[F_VM_memory_static_min]->u.i;
+        smax = vm->fields[F_VM_memory_static_max]->u.i;
+        domid = vm->fields[F_VM_domid]->u.i;
+        snprintf(power, sizeof power, "%s", vm->fields[F_VM_power_state]->u.str.s);
+    }
+    db_read_unlock(ctx->x->db);
+    if (!vm) {
+        return api_fail_handle(ctx, CLS_VM, ref);
+    }
+    if (strcmp(power, "Running")) {
+        return api_fail(ctx, ERR_VM_BAD_POWER_STATE, ref, "Running", power);
+    }
+    if (target < smin || target > smax) {
+        return api_fail(ctx, ERR_MEMORY_CONSTRAINT_VIOLATION,
+                        "the target must lie within the static range");
+    }
+    if (!h->provider->set_memory_target) {
+        return api_fail(ctx, ERR_NOT_IMPLEMENTED, ctx->msg->name);
+    }
+    rc = h->provider->set_memory_target(h, (uint32_t) domid, target, &err);
+    if (rc == -EOPNOTSUPP) {
+        free(err);
+        return api_fail(ctx, ERR_VM_MISSING_PV_DRIVERS, ref);
+    }
+    if (rc) {
+        api_fail_internal(ctx, "cannot set the balloon target: %s",
+                          err ? err : strerror(-rc));
+        free(err);
+        return -1;
+    }
+    txn = db_begin(ctx->x->db);
+    db_update(txn, CLS_VM, ref, F_VM_memory_target, value_int(target));
+    return api_commit(ctx, txn);
+}
+
 const struct api_handler_entry vm_handlers[] = {
     { "VM.set_HVM_boot_policy", vm_plain_set },
     { "VM.set_HVM_shadow_multiplier", vm_plain_set },
@@ -573,6 +627,7 @@ const struct api_handler_entry vm_handlers[] = {
     { "VM.set_memory_static_max", vm_plain_set },
     { "VM.set_memory_static_min", vm_plain_set },
     { "VM.set_memory_static_range", vm_set_memory_static_range },
+    { "VM.set_memory_target_live", vm_set_memory_target_live },
     { "VM.set_order", vm_plain_set },
     { "VM.set_shutdown_delay", vm_plain_set },
     { "VM.set_snapshot_schedule", vm_plain_set },

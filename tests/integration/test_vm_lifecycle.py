@@ -345,6 +345,54 @@ try:
                                          'OTHER_OPERATION_IN_PROGRESS'}, results
         c.VM.hard_shutdown(s, vm)
 
+    @tap.test('test_memory_setters_keep_the_limits_ordered')
+    def _():
+        m = c.VM.get_record(s, vm)
+        assert m['power_state'] == 'Halted', m['power_state']
+        gib = 2 ** 30
+        c.VM.set_memory_limits(s, vm, str(gib // 2), str(4 * gib), str(gib),
+                               str(2 * gib))
+        r = c.VM.get_record(s, vm)
+        assert (r['memory_static_min'], r['memory_dynamic_min'],
+                r['memory_dynamic_max'], r['memory_static_max']) == \
+            (str(gib // 2), str(gib), str(2 * gib), str(4 * gib)), r
+        expect_error(lambda: c.VM.set_memory_limits(
+            s, vm, str(gib), str(gib), str(2 * gib), str(2 * gib)),
+            'MEMORY_CONSTRAINT_VIOLATION')
+        expect_error(lambda: c.VM.set_memory_dynamic_max(s, vm, str(8 * gib)),
+                     'MEMORY_CONSTRAINT_VIOLATION')
+        c.VM.set_memory_static_range(s, vm, str(gib // 2), str(3 * gib))
+        c.VM.set_memory(s, vm, str(2 * gib))
+        r = c.VM.get_record(s, vm)
+        assert r['memory_static_max'] == r['memory_dynamic_max'] == \
+            r['memory_dynamic_min'] == str(2 * gib), r
+
+    @tap.test('test_vcpu_setters_and_live_changes')
+    def _():
+        expect_error(lambda: c.VM.set_VCPUs_at_startup(s, vm, '8'),
+                     'INVALID_VALUE')
+        c.VM.set_VCPUs_max(s, vm, '4')
+        c.VM.set_VCPUs_at_startup(s, vm, '2')
+        expect_error(lambda: c.VM.set_VCPUs_max(s, vm, '1'), 'INVALID_VALUE')
+        c.VM.start(s, vm, False, False)
+        expect_error(lambda: c.VM.set_VCPUs_max(s, vm, '6'),
+                     'VM_BAD_POWER_STATE')
+        expect_error(lambda: c.VM.set_memory_static_max(s, vm, str(2 ** 32)),
+                     'VM_BAD_POWER_STATE')
+        wait_for(lambda: c.VM.get_guest_metrics(s, vm) != 'OpaqueRef:NULL')
+        c.VM.set_VCPUs_number_live(s, vm, '3')
+        m = c.VM.get_metrics(s, vm)
+        assert c.VM_metrics.get_VCPUs_number(s, m) == '3'
+        expect_error(lambda: c.VM.set_VCPUs_number_live(s, vm, '9'),
+                     'INVALID_VALUE')
+        gib = 2 ** 30
+        c.VM.set_memory_dynamic_range(s, vm, str(gib), str(2 * gib))
+        c.VM.set_memory_target_live(s, vm, str(gib + gib // 2))
+        assert c.VM.get_memory_target(s, vm) == str(gib + gib // 2)
+        expect_error(lambda: c.VM.set_memory_target_live(s, vm, str(64 * gib)),
+                     'MEMORY_CONSTRAINT_VIOLATION')
+        c.VM.hard_shutdown(s, vm)
+
     @tap.test('test_power_state_reset_and_destroy')
     def _():
         c.VM.start(s, vm, True, False)
