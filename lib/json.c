@@ -71,56 +71,6 @@ json_skip_space(struct json_parser *j)
     }
 }
 
-/* Returns the length of the valid UTF-8 sequence starting at the non-ASCII
- * byte s[0], or 0 if it is malformed (overlong forms, surrogates and code
- * points above U+10FFFF included).  The same function is in xmlrpc.c. */
-static size_t
-utf8_sequence_length(const unsigned char *s, const unsigned char *end)
-{
-    size_t avail = end - s;
-    unsigned char c = s[0];
-
-    if (c >= 0xc2 && c <= 0xdf) {
-        return avail >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
-    }
-    if (c >= 0xe0 && c <= 0xef) {
-        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80;
-        unsigned char hi = c == 0xed ? 0x9f : 0xbf;
-        return (avail >= 3 && s[1] >= lo && s[1] <= hi
-                && (s[2] & 0xc0) == 0x80) ? 3 : 0;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        unsigned char lo = c == 0xf0 ? 0x90 : 0x80;
-        unsigned char hi = c == 0xf4 ? 0x8f : 0xbf;
-        return (avail >= 4 && s[1] >= lo && s[1] <= hi
-                && (s[2] & 0xc0) == 0x80 && (s[3] & 0xc0) == 0x80) ? 4 : 0;
-    }
-    return 0;
-}
-
-static size_t
-utf8_encode(uint32_t cp, char *out)
-{
-    if (cp < 0x80) {
-        out[0] = cp;
-        return 1;
-    } else if (cp < 0x800) {
-        out[0] = 0xc0 | (cp >> 6);
-        out[1] = 0x80 | (cp & 0x3f);
-        return 2;
-    } else if (cp < 0x10000) {
-        out[0] = 0xe0 | (cp >> 12);
-        out[1] = 0x80 | ((cp >> 6) & 0x3f);
-        out[2] = 0x80 | (cp & 0x3f);
-        return 3;
-    }
-    out[0] = 0xf0 | (cp >> 18);
-    out[1] = 0x80 | ((cp >> 12) & 0x3f);
-    out[2] = 0x80 | ((cp >> 6) & 0x3f);
-    out[3] = 0x80 | (cp & 0x3f);
-    return 4;
-}
-
 /* Advances over string bytes that need no decoding: stops at '"', '\\',
  * a control character (an error the caller reports) or the end. */
 static int

@@ -675,46 +675,75 @@ str_to_double(const char *s, double *ret_v)
     return 0;
 }
 
+/* Returns the length of the valid UTF-8 sequence starting at the non-ASCII
+ * byte s[0], or 0 if it is malformed (overlong forms, surrogates and code
+ * points above U+10FFFF included).  Both codecs use it. */
+size_t
+utf8_sequence_length(const unsigned char *s, const unsigned char *end)
+{
+    size_t avail = end - s;
+    unsigned char c = s[0];
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        return avail >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
+    }
+    if (c >= 0xe0 && c <= 0xef) {
+        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80;
+        unsigned char hi = c == 0xed ? 0x9f : 0xbf;
+        return (avail >= 3 && s[1] >= lo && s[1] <= hi
+                && (s[2] & 0xc0) == 0x80) ? 3 : 0;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        unsigned char lo = c == 0xf0 ? 0x90 : 0x80;
+        unsigned char hi = c == 0xf4 ? 0x8f : 0xbf;
+        return (avail >= 4 && s[1] >= lo && s[1] <= hi
+                && (s[2] & 0xc0) == 0x80 && (s[3] & 0xc0) == 0x80) ? 4 : 0;
+    }
+    return 0;
+}
+
+size_t
+utf8_encode(uint32_t cp, char *out)
+{
+    if (cp < 0x80) {
+        out[0] = cp;
+        return 1;
+    } else if (cp < 0x800) {
+        out[0] = 0xc0 | (cp >> 6);
+        out[1] = 0x80 | (cp & 0x3f);
+        return 2;
+    } else if (cp < 0x10000) {
+        out[0] = 0xe0 | (cp >> 12);
+        out[1] = 0x80 | ((cp >> 6) & 0x3f);
+        out[2] = 0x80 | (cp & 0x3f);
+        return 3;
+    }
+    out[0] = 0xf0 | (cp >> 18);
+    out[1] = 0x80 | ((cp >> 12) & 0x3f);
+    out[2] = 0x80 | ((cp >> 6) & 0x3f);
+    out[3] = 0x80 | (cp & 0x3f);
+    return 4;
+}
+
 bool
 str_is_xml_text(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *) s, *end = p + n;
 
     while (p < end) {
-        unsigned char c = *p;
-        uint32_t cp;
-        int len;
+        size_t len;
 
-        if (c < 0x80) {
-            if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+        if (*p < 0x80) {
+            if (*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r') {
                 return false;
             }
             p++;
             continue;
         }
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (end - p < len) {
-            return false;
-        }
-        for (int i = 1; i < len; i++) {
-            if ((p[i] & 0xc0) != 0x80) {
-                return false;
-            }
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff))
-            || (cp >= 0xd800 && cp <= 0xdfff) || cp == 0xfffe || cp == 0xffff) {
+        len = utf8_sequence_length(p, end);
+        /* U+FFFE and U+FFFF are not characters XML allows. */
+        if (!len || (len == 3 && p[0] == 0xef && p[1] == 0xbf
+                     && (p[2] == 0xbe || p[2] == 0xbf))) {
             return false;
         }
         p += len;

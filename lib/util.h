@@ -100,6 +100,13 @@ uint64_t hash_bytes(const void *p, size_t n, uint64_t seed);
  * Strings stored through the API must pass, or an XML-RPC client could
  * no longer read them back. */
 bool str_is_xml_text(const char *s, size_t n);
+/* The length of the valid UTF-8 sequence starting at s (a lead byte of
+ * 0x80 or more), or 0 if it is not valid (overlong, surrogate, beyond
+ * U+10FFFF, truncated by end). */
+size_t utf8_sequence_length(const unsigned char *s, const unsigned char *end);
+/* Writes code point cp as UTF-8 into out (4 bytes room); returns the
+ * length. */
+size_t utf8_encode(uint32_t cp, char *out);
 static inline uint64_t hash_string(const char *s, uint64_t seed);
 
 #include <string.h>
