@@ -622,6 +622,27 @@ db_insert(struct db_txn *txn, int cls, const char *ref, struct value **fields,
     return 0;
 }
 
+struct value **
+db_fields_new(int cls, const char *uuid)
+{
+    struct value **f = xcalloc(api_classes[cls].n_fields, sizeof *f);
+
+    if (uuid && api_classes[cls].uuid_field >= 0) {
+        f[api_classes[cls].uuid_field] = value_string(uuid);
+    }
+    return f;
+}
+
+int
+db_insert_fields(struct db_txn *txn, int cls, const char *ref,
+                 struct value **fields)
+{
+    int rc = db_insert(txn, cls, ref, fields, NULL);
+
+    free(fields);
+    return rc;
+}
+
 int
 db_update(struct db_txn *txn, int cls, const char *ref, int field,
           struct value *v)

@@ -72,6 +72,12 @@ struct db_txn *db_begin(struct db *db);
  * uuid is taken (*ret_dup_field names the field). */
 int db_insert(struct db_txn *txn, int cls, const char *ref,
               struct value **fields, const char **ret_dup_field);
+/* A fresh field array for a row of cls (all NULL, i.e. defaults), with
+ * the uuid set when uuid is not NULL; db_insert_fields inserts it and
+ * frees the array (the values move into the row either way). */
+struct value **db_fields_new(int cls, const char *uuid);
+int db_insert_fields(struct db_txn *txn, int cls, const char *ref,
+                     struct value **fields);
 /* Replaces one field (ownership of v moves in).  -ENOENT if no row,
  * -EEXIST if a uuid would be duplicated. */
 int db_update(struct db_txn *txn, int cls, const char *ref, int field,

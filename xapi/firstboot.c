@@ -84,24 +84,6 @@ string_set(const char *text)
     return arr;
 }
 
-static struct value **
-new_fields(int cls, const char *uuid)
-{
-    struct value **f = xcalloc(api_classes[cls].n_fields, sizeof *f);
-
-    f[api_classes[cls].uuid_field] = value_string(uuid);
-    return f;
-}
-
-static int
-insert(struct db_txn *txn, int cls, const char *ref, struct value **f)
-{
-    int rc = db_insert(txn, cls, ref, f, NULL);
-
-    free(f);
-    return rc;
-}
-
 static int
 create_everything(struct xapi *x, const struct xenops_host_info *info,
                   const char *host_uuid, const char *dom0_uuid)
@@ -120,14 +102,14 @@ create_everything(struct xapi *x, const struct xenops_host_info *info,
     db_new_ref(vmm_ref);
 
     uuid_generate(uuid);
-    f = new_fields(CLS_host_metrics, uuid);
+    f = db_fields_new(CLS_host_metrics, uuid);
     f[F_host_metrics_memory_total] = value_int(info->memory_total);
     f[F_host_metrics_memory_free] = value_int(info->memory_free);
     f[F_host_metrics_live] = value_true();
     f[F_host_metrics_last_updated] = value_datetime_secs(now);
-    rc = insert(txn, CLS_host_metrics, metrics_ref, f);
+    rc = db_insert_fields(txn, CLS_host_metrics, metrics_ref, f);
 
-    f = new_fields(CLS_host, host_uuid);
+    f = db_fields_new(CLS_host, host_uuid);
     f[F_host_name_label] = value_string(info->hostname);
     f[F_host_name_description] = value_string("Default install");
     f[F_host_API_version_major] = value_int(API_VERSION_MAJOR);
@@ -144,13 +126,13 @@ create_everything(struct xapi *x, const struct xenops_host_info *info,
     f[F_host_metrics] = value_string(metrics_ref);
     f[F_host_edition] = value_string("free");
     f[F_host_control_domain] = value_string(dom0_ref);
-    rc = rc ? rc : insert(txn, CLS_host, x->host_ref, f);
+    rc = rc ? rc : db_insert_fields(txn, CLS_host, x->host_ref, f);
 
     for (int i = 0; i < info->n_cpus && !rc; i++) {
         char ref[48];
         db_new_ref(ref);
         uuid_generate(uuid);
-        f = new_fields(CLS_host_cpu, uuid);
+        f = db_fields_new(CLS_host_cpu, uuid);
         f[F_host_cpu_host] = value_string(x->host_ref);
         f[F_host_cpu_number] = value_int(i);
         f[F_host_cpu_vendor] = value_string(info->cpu.vendor);
@@ -162,20 +144,20 @@ create_everything(struct xapi *x, const struct xenops_host_info *info,
         f[F_host_cpu_flags] = value_string(info->cpu.flags);
         f[F_host_cpu_features] = value_empty_string();
         f[F_host_cpu_utilisation] = value_double(0);
-        rc = insert(txn, CLS_host_cpu, ref, f);
+        rc = db_insert_fields(txn, CLS_host_cpu, ref, f);
     }
 
     uuid_generate(uuid);
-    f = new_fields(CLS_VM_metrics, uuid);
+    f = db_fields_new(CLS_VM_metrics, uuid);
     f[F_VM_metrics_memory_actual] = value_int(info->dom0_memory);
     f[F_VM_metrics_VCPUs_number] = value_int(info->dom0_vcpus);
     f[F_VM_metrics_state] = string_set("running");
     f[F_VM_metrics_start_time] = value_datetime_secs(now);
     f[F_VM_metrics_install_time] = value_datetime_secs(now);
     f[F_VM_metrics_last_updated] = value_datetime_secs(now);
-    rc = rc ? rc : insert(txn, CLS_VM_metrics, vmm_ref, f);
+    rc = rc ? rc : db_insert_fields(txn, CLS_VM_metrics, vmm_ref, f);
 
-    f = new_fields(CLS_VM, dom0_uuid);
+    f = db_fields_new(CLS_VM, dom0_uuid);
     f[F_VM_name_label] = value_stringf("Control domain on host: %s",
                                        info->hostname);
     f[F_VM_name_description] = value_string("The domain which manages "
@@ -200,13 +182,13 @@ create_everything(struct xapi *x, const struct xenops_host_info *info,
     f[F_VM_is_control_domain] = value_true();
     f[F_VM_metrics] = value_string(vmm_ref);
     f[F_VM_domain_type] = value_string("pv");
-    rc = rc ? rc : insert(txn, CLS_VM, dom0_ref, f);
+    rc = rc ? rc : db_insert_fields(txn, CLS_VM, dom0_ref, f);
 
     uuid_generate(uuid);
-    f = new_fields(CLS_pool, uuid);
+    f = db_fields_new(CLS_pool, uuid);
     f[F_pool_master] = value_string(x->host_ref);
     f[F_pool_cpu_info] = cpu_info_map(info);
-    rc = rc ? rc : insert(txn, CLS_pool, pool_ref, f);
+    rc = rc ? rc : db_insert_fields(txn, CLS_pool, pool_ref, f);
 
     if (rc) {
         db_abort(txn);

@@ -1164,6 +1164,7 @@ react_domain(struct xapi *x, struct vm_rt *rt)
     const char *names[] = { "actions_after_shutdown", "actions_after_reboot",
                             "actions_after_crash" };
     char *err = NULL, *act = NULL;
+    bool preserve, running = false;
     struct db_row *vm;
     struct db_txn *txn;
     int which;
@@ -1209,32 +1210,22 @@ react_domain(struct xapi *x, struct vm_rt *rt)
     LOG_INFO("VM %s: guest %s; %s is %s", rt->uuid,
              which == 0 ? "shut down" : which == 1 ? "rebooted" : "crashed",
              names[which], action);
-    if (!strcmp(action, "preserve")) {
-        /* Keep the crashed domain for inspection; the VM shows Paused. */
-        txn = db_begin(x->db);
-        db_update(txn, CLS_VM, rt->ref, F_VM_power_state, value_string("Paused"));
-        refresh_allowed(txn, rt->ref, false);
-        db_commit(txn);
-    } else if (strstr(action, "restart")) {
+    preserve = !strcmp(action, "preserve");
+    if (!preserve) {
         destroy_domain(&ctx, rt);
-        if (!create_domain(&ctx, rt, false)) {
-            txn = db_begin(x->db);
-            record_running(txn, x, rt, false, true);
-            refresh_allowed(txn, rt->ref, false);
-            db_commit(txn);
-        } else {
-            txn = db_begin(x->db);
-            record_stopped(txn, x, rt, "Halted");
-            refresh_allowed(txn, rt->ref, false);
-            db_commit(txn);
-        }
-    } else {
-        destroy_domain(&ctx, rt);
-        txn = db_begin(x->db);
-        record_stopped(txn, x, rt, "Halted");
-        refresh_allowed(txn, rt->ref, false);
-        db_commit(txn);
+        running = strstr(action, "restart") && !create_domain(&ctx, rt, false);
     }
+    txn = db_begin(x->db);
+    if (preserve) {
+        /* Keep the crashed domain for inspection; the VM shows Paused. */
+        db_update(txn, CLS_VM, rt->ref, F_VM_power_state, value_string("Paused"));
+    } else if (running) {
+        record_running(txn, x, rt, false, true);
+    } else {
+        record_stopped(txn, x, rt, "Halted");
+    }
+    refresh_allowed(txn, rt->ref, false);
+    db_commit(txn);
     value_unref(ctx.error);
     free(act);
 }

@@ -45,24 +45,6 @@
 #define XAPI_PAM_SERVICE "xapi-c"
 #define AUTH_TYPE_PAM "PAM"
 
-static struct value **
-new_fields(int cls, const char *uuid)
-{
-    struct value **f = xcalloc(api_classes[cls].n_fields, sizeof *f);
-
-    f[api_classes[cls].uuid_field] = value_string(uuid);
-    return f;
-}
-
-static int
-insert(struct db_txn *txn, int cls, const char *ref, struct value **f)
-{
-    int rc = db_insert(txn, cls, ref, f, NULL);
-
-    free(f);
-    return rc;
-}
-
 static bool
 set_contains(const struct value *set, const char *s)
 {
@@ -226,7 +208,7 @@ ensure_role_row(struct db_txn *txn, const char *uuid, const char *name,
         struct value **f = xcalloc(ARRAY_SIZE(want), sizeof *f);
         memcpy(f, want, sizeof want);
         memset(want, 0, sizeof want);
-        rc = insert(txn, CLS_role, ref, f);
+        rc = db_insert_fields(txn, CLS_role, ref, f);
     } else {
         for (size_t i = 0; i < ARRAY_SIZE(want) && !rc; i++) {
             if (!value_equal(row->fields[i], want[i])) {
@@ -1059,11 +1041,11 @@ api_subject_create(struct api_ctx *ctx, struct value **args,
     }
     db_new_ref(ref);
     uuid_generate(uuid);
-    f = new_fields(CLS_subject, uuid);
+    f = db_fields_new(CLS_subject, uuid);
     f[F_subject_subject_identifier] = value_string(sid);
     f[F_subject_other_config] = entry_info(&e);
     f[F_subject_roles] = value_empty_array();
-    if (insert(txn, CLS_subject, ref, f)) {
+    if (db_insert_fields(txn, CLS_subject, ref, f)) {
         api_fail_internal(ctx, "cannot insert the subject");
         goto out;
     }
