@@ -137,6 +137,7 @@ extern const struct api_handler_entry lifecycle_handlers[]; /* lifecycle.c */
 extern const struct api_handler_entry vm_handlers[];      /* vm.c */
 extern const struct api_handler_entry host_handlers[];    /* host.c */
 extern const struct api_handler_entry vmops_handlers[];   /* vm-ops.c */
+extern const struct api_handler_entry vmsnap_handlers[];  /* vm-snapshot.c */
 api_handler_fn *api_find_handler(const char *name);
 /* Runs the generic implementation of a generated message. */
 int api_generic(struct api_ctx *ctx, struct value **args,
@@ -198,6 +199,11 @@ void audit_login(struct xapi *x, const char *user, const char *originator,
                  const char *peer, bool ok);
 /* GET /console?ref=...&session_id=... (console.c) */
 void console_http_handler(struct http_exchange *hx, struct xapi *x);
+
+/* PUT /import_raw_vdi, GET /export_raw_vdi (vdi-io.c). */
+void vdi_io_http_handler(struct http_exchange *hx, struct xapi *x);
+/* GET /export, PUT /import: VMs in the XVA format (xva.c). */
+void xva_http_handler(struct http_exchange *hx, struct xapi *x);
 
 /* GET /audit_log?session_id=...&since=... */
 void audit_http_handler(struct http_exchange *hx, struct xapi *x);

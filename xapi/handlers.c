@@ -6,6 +6,7 @@
  * sorted index on first use. */
 #include <config.h>
 #include "api.h"
+#include "storage.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -41,6 +42,8 @@ static const struct api_handler_entry *const tables[] = {
     vm_handlers,
     host_handlers,
     vmops_handlers,
+    storage_handlers,
+    vmsnap_handlers,
 };
 
 static struct api_handler_entry *index_;

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "storage.h"
 #include "http.h"
 #include "xenops/xenops.h"
 
@@ -243,7 +244,8 @@ main(int argc, char *argv[])
     if (init_root_password(&x, o.root_password_file, &err)
         || xenops_open(o.backend, o.sim_config, &x.xenops, &err)
         || db_open(o.state_dir, &x.db, &err)
-        || firstboot_init(&x, &err)) {
+        || firstboot_init(&x, &err)
+        || storage_init(&x, &err)) {
         goto fail;
     }
 
@@ -336,6 +338,7 @@ out:
     if (x.xenops) {
         lifecycle_shutdown(&x);
     }
+    storage_shutdown(&x);
     events_shutdown(&x);
     audit_shutdown(&x);
     session_table_destroy(x.sessions);

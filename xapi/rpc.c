@@ -616,6 +616,11 @@ rpc_http_handler(struct http_exchange *hx, void *aux)
         audit_http_handler(hx, x);
     } else if (!strcmp(path, "/console")) {
         console_http_handler(hx, x);
+    } else if (!strcmp(path, "/import_raw_vdi")
+               || !strcmp(path, "/export_raw_vdi")) {
+        vdi_io_http_handler(hx, x);
+    } else if (!strcmp(path, "/import") || !strcmp(path, "/export")) {
+        xva_http_handler(hx, x);
     } else if (!strcmp(req->method, "OPTIONS")) {
         http_respond(hx, 200, NULL, CORS_HEADERS, "", 0);
     } else if ((xml || json) && !strcmp(req->method, "POST")) {

@@ -1,0 +1,2 @@
+/* sm-iso.c — the iso SR driver (to be written). */
+#include <config.h>

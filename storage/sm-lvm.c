@@ -1,0 +1,2 @@
+/* sm-lvm.c — the lvm (LVHD) SR driver (to be written). */
+#include <config.h>

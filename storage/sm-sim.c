@@ -1,0 +1,2 @@
+/* sm-sim.c — the simulated SR driver (to be written). */
+#include <config.h>
