@@ -1,0 +1,8 @@
+/* test-sm-lvm.c — tests of the LVHD driver (to be written). */
+#include <config.h>
+
+int
+main(void)
+{
+    return 0;
+}
