@@ -25,7 +25,7 @@ struct blockdev;
 struct sm_attach;
 
 /* Start-up: SM records for every driver, the default local SR ("Local
- * storage", type ext on a directory of STATE_DIR, as pool.default_SR,
+ * storage", type file on STATE_DIR/sr/local, as pool.default_SR,
  * suspend_image_SR and crash_dump_SR) and an ISO library SR on first
  * start, plugs this host's PBDs, finds block servers still running from
  * before a restart, starts the GC thread.  Called after firstboot_init. */
