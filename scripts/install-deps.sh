@@ -1,11 +1,14 @@
 #!/bin/sh
 # install-deps.sh — installs, with apt-get, the Debian 12 packages the
 # build, the tests and the benchmarks need, skipping those already there.
+# The base list also holds what the SR drivers run (mkfs.ext4, mount,
+# showmount, mount.cifs, lvm).
 # Usage: scripts/install-deps.sh [build|test|bench]   (default: build)
 set -e
 what=${1:-build}
 pkgs="build-essential autoconf automake pkg-config python3 libssl-dev
-libsqlite3-dev libcrypt-dev libpam0g-dev libxen-dev openssl ca-certificates"
+libsqlite3-dev libcrypt-dev libpam0g-dev libxen-dev openssl ca-certificates
+e2fsprogs util-linux nfs-common cifs-utils lvm2"
 case "$what" in
 test) pkgs="$pkgs clang libclang-rt-14-dev libxmlrpc-core-c3-dev libcurl4-openssl-dev curl libnbd-bin qemu-utils" ;;
 bench) pkgs="$pkgs clang libxmlrpc-core-c3-dev libcurl4-openssl-dev curl wrk nginx-light libnbd-bin qemu-utils fio" ;;
