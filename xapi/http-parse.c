@@ -423,6 +423,14 @@ http_parser_init(struct http_parser *p, const struct http_parse_limits *limits)
 }
 
 void
+http_parser_set_stream(struct http_parser *p, http_stream_body_fn *fn,
+                       void *aux)
+{
+    p->stream_fn = fn;
+    p->stream_aux = aux;
+}
+
+void
 http_parser_destroy(struct http_parser *p)
 {
     if (!p) {
@@ -631,6 +639,20 @@ start_request(struct http_parser *p, const char *b, size_t hlen)
             return -EBADMSG;
         }
         p->state = HP_CHUNK_SIZE;
+    }
+    if ((f.n_te || (f.n_cl && f.content_length > 0)) && p->stream_fn
+        && p->stream_fn(req, p->stream_aux)) {
+        /* The handler reads the body: hand the request over now. */
+        req->body_streamed = true;
+        req->body_chunked = f.n_te > 0;
+        req->body_length = f.n_te ? 0 : f.content_length;
+        req->expect_continue = expect_continue && req->version_minor == 1;
+        p->state = HP_COMPLETE;
+        p->wants_continue = false;
+        return 0;
+    }
+    if (f.n_te) {
+        /* Framing checked above. */
     } else if (f.n_cl && f.content_length > p->limits.max_body) {
         return -EFBIG;
     } else if (f.n_cl && f.content_length > 0) {
@@ -818,6 +840,119 @@ http_parser_feed(struct http_parser *p, const char *buf, size_t len,
 out:
     *consumed = pos;
     return rc;
+}
+
+/* ---- chunked bodies read by handlers ---- */
+
+enum {
+    CH_SIZE,                /* expecting a chunk-size line */
+    CH_DATA,                /* inside a chunk's data */
+    CH_DATA_END,            /* expecting the CRLF after a chunk's data */
+    CH_TRAILER,             /* trailer fields until an empty line */
+    CH_DONE,
+};
+
+void
+http_chunked_init(struct http_chunked *d)
+{
+    memset(d, 0, sizeof *d);
+    d->state = CH_SIZE;
+}
+
+int
+http_chunked_feed(struct http_chunked *d, const char *in, size_t n,
+                  size_t max_data, size_t *ret_consumed, size_t *ret_data)
+{
+    const char *nl;
+    size_t ll, cl;
+    uint64_t size;
+    int rc;
+
+    *ret_consumed = 0;
+    *ret_data = 0;
+    switch (d->state) {
+    case CH_DATA:
+        if (n == 0 || max_data == 0) {
+            return HTTP_CHUNKED_MORE;
+        }
+        ll = (size_t) MIN((uint64_t) MIN(n, max_data), d->remaining);
+        d->remaining -= ll;
+        if (d->remaining == 0) {
+            d->state = CH_DATA_END;
+        }
+        *ret_consumed = *ret_data = ll;
+        return HTTP_CHUNKED_MORE;
+
+    case CH_DATA_END:
+        if (n == 0 || (in[0] == '\r' && n == 1)) {
+            return HTTP_CHUNKED_MORE;
+        }
+        if (in[0] == '\n') {
+            *ret_consumed = 1;
+        } else if (in[0] == '\r' && in[1] == '\n') {
+            *ret_consumed = 2;
+        } else {
+            return -EBADMSG;
+        }
+        d->state = CH_SIZE;
+        return HTTP_CHUNKED_MORE;
+
+    case CH_SIZE:
+        nl = memchr(in, '\n', n);
+        if (!nl) {
+            return n >= HTTP_PARSE_MAX_CHUNK_LINE ? -EBADMSG
+                                                  : HTTP_CHUNKED_MORE;
+        }
+        ll = nl - in + 1;
+        if (ll > HTTP_PARSE_MAX_CHUNK_LINE) {
+            return -EBADMSG;
+        }
+        cl = line_content_len(in, ll);
+        rc = parse_chunk_size(in, cl, UINT64_MAX, &size);
+        if (rc) {
+            return rc == -EFBIG ? -EBADMSG : rc;
+        }
+        *ret_consumed = ll;
+        if (size == 0) {
+            d->state = CH_TRAILER;
+        } else {
+            d->remaining = size;
+            d->state = CH_DATA;
+        }
+        return HTTP_CHUNKED_MORE;
+
+    case CH_TRAILER:
+        nl = memchr(in, '\n', n);
+        if (!nl) {
+            return d->trailer_bytes + n > HTTP_PARSE_DEFAULT_MAX_HEADER_BYTES
+                   ? -EMSGSIZE : HTTP_CHUNKED_MORE;
+        }
+        ll = nl - in + 1;
+        d->trailer_bytes += ll;
+        if (d->trailer_bytes > HTTP_PARSE_DEFAULT_MAX_HEADER_BYTES) {
+            return -EMSGSIZE;
+        }
+        cl = line_content_len(in, ll);
+        *ret_consumed = ll;
+        if (cl == 0) {
+            d->state = CH_DONE;
+            return HTTP_CHUNKED_DONE;
+        } else {
+            struct field_line fl;
+            if (++d->n_trailers > HTTP_PARSE_DEFAULT_MAX_HEADERS) {
+                return -EMSGSIZE;
+            }
+            rc = parse_field_line(in, cl, &fl);
+            if (rc) {
+                return rc;
+            }
+        }
+        return HTTP_CHUNKED_MORE;
+
+    case CH_DONE:
+        return HTTP_CHUNKED_DONE;
+    }
+    return -EINVAL;
 }
 
 int

@@ -68,12 +68,21 @@ struct http_parser {
     uint64_t remaining;     /* body bytes still due: Content-Length, or the
                                rest of the current chunk */
     size_t trailer_bytes;
+    http_stream_body_fn *stream_fn;     /* see http_parser_set_stream() */
+    void *stream_aux;
 };
 
 /* Prepares p for the first request on a connection.  limits may be NULL,
  * and zero members mean the defaults above. */
 void http_parser_init(struct http_parser *p,
                       const struct http_parse_limits *limits);
+/* Requests with a body for which fn(req, aux) answers true are returned
+ * as soon as their header is read, with req->body_streamed set and the
+ * body left in the caller's buffer (the caller stops feeding this parser:
+ * its handler reads the body with an http_chunked decoder or by length).
+ * max_body does not apply to them.  fn NULL (the default) streams none. */
+void http_parser_set_stream(struct http_parser *p, http_stream_body_fn *fn,
+                            void *aux);
 /* Frees a partly parsed request.  p may be initialised again afterwards. */
 void http_parser_destroy(struct http_parser *p);
 
@@ -102,6 +111,33 @@ int http_parse_error_status(int error);
 int http_parse_request(const char *buf, size_t len,
                        const struct http_parse_limits *limits,
                        struct http_request *ret_req, size_t *ret_consumed);
+
+/* Decoder of a chunked body read by a handler (streamed bodies), with the
+ * same rules and limits as the parser: chunk-size lines of at most
+ * HTTP_PARSE_MAX_CHUNK_LINE bytes, trailers checked like header fields
+ * (at most HTTP_PARSE_DEFAULT_MAX_HEADER_BYTES and _MAX_HEADERS) and
+ * dropped.  It does no I/O and copies nothing. */
+struct http_chunked {
+    int state;
+    uint64_t remaining;     /* data bytes left in the current chunk */
+    size_t trailer_bytes;
+    size_t n_trailers;
+};
+
+#define HTTP_CHUNKED_MORE 0
+#define HTTP_CHUNKED_DONE 1
+
+void http_chunked_init(struct http_chunked *d);
+/* Looks at in[0..n), the undecoded input.  Sets *ret_consumed to the bytes
+ * to drop from the front of the input and *ret_data to how many of them
+ * are body data (then in[0..*ret_data) is data, at most max_data bytes).
+ * One call handles one piece: a run of data, or one framing line.  Returns
+ * HTTP_CHUNKED_MORE (with nothing consumed: feed more input), or
+ * HTTP_CHUNKED_DONE once the last chunk and the trailers are consumed, or
+ * -EBADMSG / -EMSGSIZE for broken framing. */
+int http_chunked_feed(struct http_chunked *d, const char *in, size_t n,
+                      size_t max_data, size_t *ret_consumed,
+                      size_t *ret_data);
 
 /* Frees what a parsed request owns and zeroes it.  Accepts NULL.  The
  * strings of a parsed request share one allocation that starts at

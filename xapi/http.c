@@ -191,6 +191,7 @@ struct http_server {
 
     http_handler_fn *handler;
     void *handler_aux;
+    http_stream_body_fn *stream_body;
     size_t n_workers;
     size_t max_connections;
     int idle_timeout_ms;
@@ -488,14 +489,19 @@ http_respond_takeover(struct http_exchange *x, int status,
 {
     struct ds ds = DS_EMPTY;
 
-    /* No Content-Length: what follows the head is the stream itself. */
-    ds_put_fmt(&ds, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
-               http_reason(status), http_date());
-    if (extra_headers && extra_headers[0]) {
-        ds_put_cstr(&ds, extra_headers);
+    /* No Content-Length: what follows the head is the stream itself.
+     * Status 0: no head at all, the owner answers later. */
+    if (status) {
+        ds_put_fmt(&ds, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
+                   http_reason(status), http_date());
+        if (extra_headers && extra_headers[0]) {
+            ds_put_cstr(&ds, extra_headers);
+            ds_put_cstr(&ds, "\r\n");
+        }
         ds_put_cstr(&ds, "\r\n");
+    } else {
+        ds_put_cstr(&ds, "");
     }
-    ds_put_cstr(&ds, "\r\n");
     x->resp_head_len = ds.len;
     x->resp_head = ds_steal(&ds);
     x->takeover_fn = fn;
@@ -768,6 +774,11 @@ conn_dispatch(struct conn *c, struct http_request *req, struct xqueue *batch)
     memcpy(x->req.peer, c->peer, sizeof x->req.peer);
     x->req.is_tls = c->is_tls;
     x->req.is_unix = c->is_unix;
+    if (x->req.body_streamed) {
+        /* Unless the handler takes the connection over, the unread body
+         * makes it unusable for another request. */
+        x->req.keep_alive = false;
+    }
     x->queued_us = c->srv->now_us;
     c->inflight = x;
     c->state = CONN_BUSY;
@@ -1026,6 +1037,7 @@ conn_new(struct listener *l, int fd, const struct sockaddr_storage *ss)
     c->is_unix = l->type == HTTP_LISTEN_UNIX;
     format_peer(ss, c->peer, sizeof c->peer);
     http_parser_init(&c->parser, &srv->limits);
+    http_parser_set_stream(&c->parser, srv->stream_body, srv->handler_aux);
     if (!c->is_unix) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -1622,6 +1634,8 @@ http_server_start(const struct http_server_config *cfg,
     srv->wake_kind = EP_WAKE;
     srv->handler = cfg->handler;
     srv->handler_aux = cfg->handler_aux;
+    srv->stream_body = cfg->stream_body ? cfg->stream_body
+                                        : http_stream_body_default;
     srv->n_workers = cfg->n_workers ? cfg->n_workers : DEFAULT_WORKERS;
     srv->max_connections = cfg->max_connections ? cfg->max_connections
                                                 : DEFAULT_MAX_CONNECTIONS;
@@ -1972,6 +1986,246 @@ http_stream_close(struct http_stream *s)
     free(s->pre);
     free(s);
     server_unref(srv);
+}
+
+/* ---- blocking use of a stream, and streamed request bodies ---- */
+
+static int
+stream_wait(struct http_stream *s, bool reading, int timeout_ms)
+{
+    struct pollfd pfd = {
+        .fd = s->fd,
+        .events = http_stream_poll_events(s, reading, !reading),
+    };
+    int r;
+
+    do {
+        r = poll(&pfd, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        return -errno;
+    }
+    if (r == 0) {
+        return -ETIMEDOUT;
+    }
+    /* Errors and hang-ups show up in the next read or write. */
+    return 0;
+}
+
+ssize_t
+http_stream_read_wait(struct http_stream *s, void *buf, size_t n,
+                      int timeout_ms)
+{
+    for (;;) {
+        ssize_t r = http_stream_read(s, buf, n);
+        int w;
+
+        if (r != -EAGAIN) {
+            return r;
+        }
+        w = stream_wait(s, true, timeout_ms);
+        if (w) {
+            return w;
+        }
+    }
+}
+
+int
+http_stream_write_all(struct http_stream *s, const void *buf, size_t n,
+                      int timeout_ms)
+{
+    const char *p = buf;
+
+    while (n) {
+        ssize_t r = http_stream_write(s, p, n);
+        if (r > 0) {
+            p += r;
+            n -= r;
+        } else if (r == -EAGAIN) {
+            int w = stream_wait(s, false, timeout_ms);
+            if (w) {
+                return w;
+            }
+        } else {
+            return r ? (int) r : -EPIPE;
+        }
+    }
+    return 0;
+}
+
+int
+http_stream_respond(struct http_stream *s, int status,
+                    const char *content_type, const char *extra_headers,
+                    const void *body, size_t body_len, int timeout_ms)
+{
+    struct ds ds = DS_EMPTY;
+    int rc;
+
+    ds_put_fmt(&ds, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status,
+               http_reason(status), http_date());
+    if (content_type) {
+        ds_put_fmt(&ds, "Content-Type: %s\r\n", content_type);
+    }
+    ds_put_fmt(&ds, "Content-Length: %zu\r\nConnection: close\r\n",
+               body_len);
+    if (extra_headers && extra_headers[0]) {
+        ds_put_cstr(&ds, extra_headers);
+        ds_put_cstr(&ds, "\r\n");
+    }
+    ds_put_cstr(&ds, "\r\n");
+    ds_put(&ds, body, body_len);
+    rc = http_stream_write_all(s, ds.s, ds.len, timeout_ms);
+    ds_destroy(&ds);
+    return rc;
+}
+
+bool
+http_stream_body_default(const struct http_request *req, void *aux)
+{
+    (void) aux;
+    return (!strcmp(req->method, "PUT") || !strcmp(req->method, "POST"))
+           && !strncmp(req->path, "/import", 7);
+}
+
+/* Raw input kept for the chunked decoder: more than the longest framing
+ * line, so a line always fits. */
+#define BODY_BUF_SIZE (256 * 1024)
+
+struct http_body_reader {
+    struct http_stream *s;
+    const struct http_request *req;
+    int timeout_ms;
+    uint64_t total;             /* body bytes returned */
+    bool done;
+    struct http_chunked dec;
+    char *buf;                  /* chunked: undecoded input [start, len) */
+    size_t start, len;
+};
+
+struct http_body_reader *
+http_body_reader_create(struct http_stream *s, const struct http_request *req,
+                        int timeout_ms)
+{
+    struct http_body_reader *r = xcalloc(1, sizeof *r);
+
+    r->s = s;
+    r->req = req;
+    r->timeout_ms = timeout_ms;
+    if (req->body_streamed && req->body_chunked) {
+        http_chunked_init(&r->dec);
+        r->buf = xmalloc(BODY_BUF_SIZE);
+    }
+    return r;
+}
+
+static ssize_t
+body_read_chunked(struct http_body_reader *r, char *out, size_t n)
+{
+    for (;;) {
+        size_t consumed, data;
+        ssize_t got;
+        int rc;
+
+        rc = http_chunked_feed(&r->dec, r->buf + r->start,
+                               r->len - r->start, n, &consumed, &data);
+        if (rc < 0) {
+            return rc;
+        }
+        if (data) {
+            memcpy(out, r->buf + r->start, data);
+        }
+        r->start += consumed;
+        if (data) {
+            return (ssize_t) data;
+        }
+        if (rc == HTTP_CHUNKED_DONE) {
+            r->done = true;
+            return 0;
+        }
+        if (consumed) {
+            continue;
+        }
+        /* The decoder needs more input. */
+        if (r->start) {
+            memmove(r->buf, r->buf + r->start, r->len - r->start);
+            r->len -= r->start;
+            r->start = 0;
+        }
+        if (r->len == BODY_BUF_SIZE) {
+            return -EBADMSG;
+        }
+        got = http_stream_read_wait(r->s, r->buf + r->len,
+                                    BODY_BUF_SIZE - r->len, r->timeout_ms);
+        if (got == 0) {
+            return -EPIPE;
+        } else if (got < 0) {
+            return got;
+        }
+        r->len += got;
+    }
+}
+
+ssize_t
+http_body_read(struct http_body_reader *r, void *buf, size_t n)
+{
+    const struct http_request *req = r->req;
+    ssize_t got;
+
+    if (r->done || n == 0) {
+        return 0;
+    }
+    if (!req->body_streamed) {
+        size_t k = (size_t) MIN((uint64_t) n, req->body_len - r->total);
+        memcpy(buf, req->body + r->total, k);
+        got = k;
+    } else if (req->body_chunked) {
+        got = body_read_chunked(r, buf, n);
+    } else {
+        size_t k = (size_t) MIN((uint64_t) n, req->body_length - r->total);
+        got = k ? http_stream_read_wait(r->s, buf, k, r->timeout_ms) : 0;
+        if (got == 0 && k) {
+            got = -EPIPE;
+        }
+    }
+    if (got > 0) {
+        r->total += got;
+    } else if (got == 0) {
+        r->done = true;
+    }
+    return got;
+}
+
+int
+http_body_read_full(struct http_body_reader *r, void *buf, size_t n)
+{
+    char *p = buf;
+
+    while (n) {
+        ssize_t got = http_body_read(r, p, n);
+        if (got == 0) {
+            return -EPIPE;
+        } else if (got < 0) {
+            return (int) got;
+        }
+        p += got;
+        n -= got;
+    }
+    return 0;
+}
+
+uint64_t
+http_body_bytes_read(const struct http_body_reader *r)
+{
+    return r->total;
+}
+
+void
+http_body_reader_destroy(struct http_body_reader *r)
+{
+    if (r) {
+        free(r->buf);
+        free(r);
+    }
 }
 
 int

@@ -16,6 +16,11 @@
  * requests are answered by the server itself with 400 (or 413, 431, 505)
  * and the connection is closed.
  *
+ * Bodies of any size (VM and disk imports) are not read by the server:
+ * for a request that http_server_config.stream_body selects, the handler
+ * runs once the header is in, takes the connection over and reads the
+ * body itself with an http_body_reader (see "Streamed request bodies").
+ *
  * If the client goes away while a request is pending, the exchange stays
  * valid until http_respond() is called; the response is then dropped.
  *
@@ -48,6 +53,12 @@ struct http_request {
     char *body;             /* NUL-terminated for convenience */
     size_t body_len;
     bool keep_alive;        /* what the client asked for */
+    /* A body left for the handler to read (see "Streamed request
+     * bodies"): body is then empty. */
+    bool body_streamed;
+    bool body_chunked;      /* framed by Transfer-Encoding: chunked */
+    uint64_t body_length;   /* else its Content-Length */
+    bool expect_continue;   /* the client sent Expect: 100-continue */
     char peer[64];          /* "203.0.113.5:40112", "unix" */
     bool is_tls;
     bool is_unix;
@@ -105,6 +116,10 @@ void http_respond_takeover(struct http_exchange *x, int status,
                            const char *extra_headers, http_takeover_fn *fn,
                            void *aux);
 
+/* With status 0 the server sends no head at all: the owner of the stream
+ * writes the whole response itself (after reading a streamed body, say). */
+#define HTTP_HAVE_TAKEOVER_NO_HEAD 1
+
 /* The stream is non-blocking.  http_stream_read() returns the number of
  * bytes read (> 0), 0 at the end of the client's input, -EAGAIN when
  * nothing is available now, or another -errno; bytes the client sent
@@ -123,6 +138,63 @@ short http_stream_poll_events(const struct http_stream *s, bool reading,
  * stream.  Accepts NULL. */
 void http_stream_close(struct http_stream *s);
 
+/* Blocking forms for the one thread that owns a stream: each waits (with
+ * poll()) at most timeout_ms for the stream to make progress, -1 for ever.
+ * http_stream_read_wait() returns > 0 bytes, 0 at the end of input, or
+ * -ETIMEDOUT or another -errno; http_stream_write_all() writes all n
+ * bytes and returns 0 or -errno. */
+ssize_t http_stream_read_wait(struct http_stream *s, void *buf, size_t n,
+                              int timeout_ms);
+int http_stream_write_all(struct http_stream *s, const void *buf, size_t n,
+                          int timeout_ms);
+/* Writes a whole response on a stream: the status line, Date,
+ * Content-Type (when not NULL), Content-Length, "Connection: close",
+ * extra_headers (CRLF-separated, no trailing CRLF, or NULL) and body.
+ * Returns 0 or -errno. */
+int http_stream_respond(struct http_stream *s, int status,
+                        const char *content_type, const char *extra_headers,
+                        const void *body, size_t body_len, int timeout_ms);
+
+/* Streamed request bodies.
+ *
+ * http_server_config.stream_body is asked, on the loop thread, about
+ * every request that has a body, right after its header has been read;
+ * when it answers true the request goes to the handler at once with
+ * req->body_streamed set and the body bytes still unread (nothing bounds
+ * its size).  The handler then either answers with http_respond() (the
+ * server closes the connection after the answer, since it cannot tell
+ * where the unread body ends), or takes the connection over and reads the
+ * body from the stream with an http_body_reader, which undoes the framing
+ * (Content-Length or chunked; trailers are read and dropped).  The server
+ * sends no "100 Continue" for such a request: a handler that wants the
+ * body of a client that sent req->expect_continue takes over with status
+ * 100, then writes the final response itself once it has read the body.
+ *
+ * http_stream_body_default(), used when stream_body is NULL, selects PUT
+ * and POST requests to a path starting with "/import": the uploads of
+ * XenAPI's HTTP handlers (/import, /import_raw_vdi, /import_metadata). */
+typedef bool http_stream_body_fn(const struct http_request *req, void *aux);
+bool http_stream_body_default(const struct http_request *req, void *aux);
+
+struct http_body_reader;
+/* A reader of req's body on s.  If the body was not streamed (the server
+ * read it, or there is none) the reader returns req->body and s may be
+ * NULL.  Each read waits at most timeout_ms for the client (-1: for ever).
+ * req must outlive the reader. */
+struct http_body_reader *http_body_reader_create(struct http_stream *s,
+                                                 const struct http_request *req,
+                                                 int timeout_ms);
+/* Reads up to n bytes of the body: returns > 0, 0 at the end of the body,
+ * -EPIPE if the client's input ended before the body did, -EBADMSG for
+ * broken chunked framing, -ETIMEDOUT, or another -errno. */
+ssize_t http_body_read(struct http_body_reader *r, void *buf, size_t n);
+/* Reads exactly n bytes: 0, or -EPIPE if the body ends first, or an
+ * error as above. */
+int http_body_read_full(struct http_body_reader *r, void *buf, size_t n);
+/* Body bytes returned so far. */
+uint64_t http_body_bytes_read(const struct http_body_reader *r);
+void http_body_reader_destroy(struct http_body_reader *r);   /* NULL ok */
+
 struct http_listener_config {
     enum { HTTP_LISTEN_TCP, HTTP_LISTEN_TLS, HTTP_LISTEN_UNIX } kind;
     char *address;          /* "127.0.0.1:8080", "[::1]:443", "0.0.0.0:80",
@@ -139,6 +211,8 @@ struct http_server_config {
     size_t max_header_bytes;        /* default 64 KiB */
     size_t max_connections;         /* default 4096 */
     int idle_timeout_ms;            /* keep-alive idle close; default 300 s */
+    http_stream_body_fn *stream_body;   /* NULL: http_stream_body_default;
+                                           called with handler_aux */
     http_handler_fn *handler;
     void *handler_aux;
 };
