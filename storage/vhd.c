@@ -18,10 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/fs.h>
 
 #include "blockdev.h"
 #include "util.h"
@@ -79,8 +81,18 @@ struct vhd {
     uint8_t header[HEADER_SIZE];    /* as on disk (not for fixed disks) */
     uint64_t size;                  /* virtual size, multiple of 512 */
     uint64_t file_size;             /* when opened */
-    /* Where the footer at the end lives; new blocks go here. */
+    /* Where the footer at the end lives; new blocks go here unless they
+     * fit below it (see data_end). */
     uint64_t footer_off;
+    /* The end of the last structure (header, BAT, batmap, locators,
+     * blocks), sector-aligned.  Normally the footer follows at once; in
+     * a container (a logical volume, docs/lvhd.md) the footer sits at the
+     * container's end and new blocks go into the room between. */
+    uint64_t data_end;
+    /* The file cannot grow: a block device, or opened with
+     * VHD_OPEN_CONTAINER.  The footer stays at the end and writes that
+     * would need more room fail with -ENOSPC. */
+    bool container;
     bool footer_bad;                /* end footer damaged: copy at 0 used */
     bool copy_bad;                  /* copy at 0 damaged or different */
     bool hidden_in_copy;            /* see footers_match() */
@@ -442,6 +454,26 @@ out:
     return rc;
 }
 
+/* The absolute path of an existing image as locators record it: symlinks
+ * resolved for files, but not for a block device, whose /dev/VG/LV name
+ * is a link to a dm-N node that changes at each activation. */
+static int
+image_path(const char *path, char **ret_path)
+{
+    struct stat st;
+    char *real;
+
+    if (!stat(path, &st) && S_ISBLK(st.st_mode)) {
+        return absolute_path(path, ret_path);
+    }
+    real = realpath(path, NULL);
+    if (!real) {
+        return -errno;
+    }
+    *ret_path = real;
+    return 0;
+}
+
 /* ---- UTF-8 / UTF-16 for locators and the parent name ---- */
 
 /* Decodes one UTF-8 character; returns its length or 0 if invalid. */
@@ -687,6 +719,29 @@ locator_offset(const struct vhd *v, int i)
     return get_be64(v->header + H_LOCATORS + i * LOCATOR_SIZE + L_OFFSET);
 }
 
+/* XenServer's batmap (a header sector right after the BAT, then the map)
+ * is not ours to reuse: where it ends, or 0 without one. */
+static uint64_t
+batmap_end(const struct vhd *v)
+{
+    uint64_t at = round_up(v->bat_off + (uint64_t) v->bat_entries * 4,
+                           SECTOR);
+    uint8_t h[SECTOR];
+    uint64_t off, len, end = 0;
+
+    if (at > v->file_size || v->file_size - at < SECTOR
+        || pread_all(v->fd, h, SECTOR, at) || memcmp(h, "tdbatmap", 8)) {
+        return 0;
+    }
+    off = get_be64(h + 8);
+    len = (uint64_t) get_be32(h + 16) * SECTOR;
+    end = at + SECTOR;
+    if (off <= v->file_size && len <= v->file_size - off) {
+        end = MAX(end, off + len);
+    }
+    return end;
+}
+
 /* Checks that every structure lies inside the file and that none
  * overlaps another; computes the footer's place when the end footer was
  * damaged (just past the last structure). */
@@ -730,8 +785,13 @@ check_layout(struct vhd *v, struct problems *pb)
     for (size_t i = 0; i < n; i++) {
         max_end = MAX(max_end, xs[i].end);
     }
+    max_end = MAX(max_end, batmap_end(v));
+    v->data_end = round_up(max_end, SECTOR);
     if (v->footer_bad) {
-        v->footer_off = round_up(max_end, SECTOR);
+        /* In a container the footer belongs at the container's end, not
+         * after the data. */
+        v->footer_off = v->container ? v->file_size - FOOTER_SIZE
+                                     : v->data_end;
     }
     xs[n++] = (struct extent) { v->footer_off, v->footer_off + FOOTER_SIZE,
                                 X_FOOTER, 0 };
@@ -766,11 +826,21 @@ parse_image(struct vhd *v, struct problems *pb)
     if (fstat(v->fd, &st)) {
         return -errno;
     }
-    if (!S_ISREG(st.st_mode)) {
-        problem(pb, "not a regular file");
+    if (S_ISBLK(st.st_mode)) {
+        /* A logical volume: its size is fixed, so it is a container. */
+        uint64_t bytes;
+
+        if (ioctl(v->fd, BLKGETSIZE64, &bytes)) {
+            return -errno;
+        }
+        v->file_size = bytes;
+        v->container = true;
+    } else if (!S_ISREG(st.st_mode)) {
+        problem(pb, "not a regular file or block device");
         return -EINVAL;
+    } else {
+        v->file_size = st.st_size;
     }
-    v->file_size = st.st_size;
     if (v->file_size < FOOTER_SIZE) {
         problem(pb, "file too small (%llu bytes)",
                 (unsigned long long) v->file_size);
@@ -947,10 +1017,12 @@ repair_footers(struct vhd *v)
         if (rc) {
             return rc;
         }
-        if (ftruncate(v->fd, v->footer_off + FOOTER_SIZE)) {
-            return -errno;
+        if (!v->container) {
+            if (ftruncate(v->fd, v->footer_off + FOOTER_SIZE)) {
+                return -errno;
+            }
+            v->file_size = v->footer_off + FOOTER_SIZE;
         }
-        v->file_size = v->footer_off + FOOTER_SIZE;
     }
     if (v->footer_bad || v->copy_bad) {
         rc = pwrite_all(v->fd, v->footer, FOOTER_SIZE, 0);
@@ -969,11 +1041,22 @@ int
 vhd_open(const char *path, bool read_only, struct vhd **ret_vhd,
          char **ret_err)
 {
+    return vhd_open_ex(path, read_only ? VHD_OPEN_READ_ONLY : 0, ret_vhd,
+                       ret_err);
+}
+
+int
+vhd_open_ex(const char *path, unsigned flags, struct vhd **ret_vhd,
+            char **ret_err)
+{
     struct problems pb = { DS_EMPTY, 0 };
     struct vhd *v = vhd_alloc(path);
+    bool read_only = flags & VHD_OPEN_READ_ONLY;
     int rc;
 
     v->read_only = read_only;
+    /* Set before parsing: it decides where a damaged footer belongs. */
+    v->container = flags & VHD_OPEN_CONTAINER;
     v->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (v->fd < 0) {
         rc = set_err(ret_err, -errno, "%s: %s", path, strerror(errno));
@@ -1118,7 +1201,9 @@ open_parent(struct vhd *v, struct vhd **ret_parent, char **ret_path,
                        v->path);
     }
     uuid_format(v->header + H_PARENT_UUID, want);
-    child_abs = realpath(v->path, NULL);
+    if (image_path(v->path, &child_abs)) {
+        child_abs = NULL;
+    }
     child_dir = dir_of(child_abs ? child_abs : v->path);
     name = utf16_to_utf8(v->header + H_PARENT_NAME, PARENT_NAME_BYTES, true);
 
@@ -1487,15 +1572,72 @@ vhd_read(struct vhd *v, void *buf, uint64_t offset, size_t len)
  * block lies past the old end of the file and reads as zeros.  The BAT
  * entry changes in memory only: vhd_flush() writes it once the block is
  * durable, so the on-disk BAT never points at a block that is not. */
+/* Where len bytes of new structure go: into the room between the data and
+ * the footer if they fit there (an image in a container, or space a crash
+ * leaked), else at the footer's place, which is then moved past them.  A
+ * container cannot grow: -ENOSPC. */
+static int
+place_new(struct vhd *v, uint64_t len, uint64_t *ret_at, bool *ret_in_room)
+{
+    uint64_t at = round_up(v->data_end, SECTOR);
+
+    if (at <= v->footer_off && len <= v->footer_off - at) {
+        *ret_at = at;
+        *ret_in_room = true;
+        return 0;
+    }
+    if (v->container) {
+        return -ENOSPC;
+    }
+    *ret_at = round_up(v->footer_off, SECTOR);
+    *ret_in_room = false;
+    return 0;
+}
+
+/* Records that [at, at + len) now holds a structure. */
+static void
+placed(struct vhd *v, uint64_t at, uint64_t len)
+{
+    v->data_end = MAX(v->data_end, round_up(at + len, SECTOR));
+}
+
+/* Allocates block blk inside the room below the footer.  That room holds
+ * whatever the volume held before, so the whole block is written, zeros
+ * where buf has nothing: unwritten sectors of a block must read as zeros
+ * (docs/vhd.md).  Nothing refers to the room until the BAT entry is
+ * flushed, so a crash here only leaves unused space. */
+static int
+alloc_block_in_room(struct vhd *v, uint64_t at, uint8_t *bm, uint32_t s0,
+                    uint32_t n, const uint8_t *buf)
+{
+    uint8_t *blk = xcalloc(1, v->block_size);
+    struct iovec iov[2] = {
+        { bm, v->bitmap_size },
+        { blk, v->block_size },
+    };
+    int rc;
+
+    memcpy(blk + (uint64_t) s0 * SECTOR, buf, (size_t) n * SECTOR);
+    rc = pv_all(v->fd, iov, 2, at, true);
+    free(blk);
+    return rc;
+}
+
 static int
 alloc_block(struct vhd *v, uint32_t blk, uint32_t s0, uint32_t n,
             const uint8_t *buf)
 {
-    uint64_t at = round_up(v->footer_off, SECTOR);
-    uint64_t new_footer = at + v->bitmap_size + v->block_size;
+    uint64_t span = (uint64_t) v->bitmap_size + v->block_size;
+    uint64_t at, new_footer;
+    bool in_room;
     uint8_t *bm;
     int rc;
 
+    rc = place_new(v, span, &at, &in_room);
+    if (rc) {
+        return rc;
+    }
+    new_footer = at + span;
     if (at / SECTOR >= BAT_UNUSED) {
         return -EFBIG;
     }
@@ -1503,11 +1645,20 @@ alloc_block(struct vhd *v, uint32_t blk, uint32_t s0, uint32_t n,
     if (rc) {
         return rc;
     }
+    if (in_room) {
+        bm = xcalloc(1, v->bitmap_size);
+        bits_set(bm, s0, s0 + n);
+        rc = alloc_block_in_room(v, at, bm, s0, n, buf);
+        v->data_end = MAX(v->data_end, at + span);
+        v->data_dirty = true;
+        goto done;
+    }
     rc = pwrite_all(v->fd, v->footer, FOOTER_SIZE, new_footer);
     if (rc) {
         return rc;
     }
     v->footer_off = new_footer;
+    placed(v, at, span);
     bm = xcalloc(1, v->bitmap_size);
     bits_set(bm, s0, s0 + n);
     if (s0 == 0) {
@@ -1524,6 +1675,7 @@ alloc_block(struct vhd *v, uint32_t blk, uint32_t s0, uint32_t n,
         }
     }
     v->data_dirty = true;
+done:
     if (rc) {
         free(bm);
         return rc;
@@ -1709,10 +1861,11 @@ vhd_get_info(const struct vhd *v, struct vhd_info *ret)
     info.physical_size = v->file_size;
     {
         struct stat st;
-        if (!fstat(v->fd, &st)) {
+        if (!fstat(v->fd, &st) && S_ISREG(st.st_mode)) {
             info.physical_size = st.st_size;
         }
     }
+    info.data_end = v->type == VHD_TYPE_FIXED ? v->size : v->data_end;
     info.physical_utilisation = info.physical_size;
     uuid_format(v->footer + F_UUID, info.uuid);
     info.timestamp = (int64_t) get_be32(v->footer + F_TIMESTAMP) + VHD_EPOCH;
@@ -1958,10 +2111,10 @@ read_parent_facts(const char *parent_path, struct parent_facts *ret,
     ret->size = p->size;
     ret->block_size = p->type == VHD_TYPE_FIXED ? 0 : p->block_size;
     ret->ts = vhd_time(fstat(p->fd, &st) ? time(NULL) : st.st_mtime);
-    ret->abs = realpath(parent_path, NULL);
-    if (!ret->abs) {
-        rc = set_err(ret_err, -errno, "%s: %s", parent_path,
-                     strerror(errno));
+    rc = image_path(parent_path, &ret->abs);
+    if (rc) {
+        ret->abs = NULL;
+        set_err(ret_err, rc, "%s: %s", parent_path, strerror(-rc));
     }
     vhd_free(p);
     return rc;
@@ -1980,6 +2133,71 @@ fsync_dir_of(const char *path)
         close(fd);
     }
     free(dir);
+    return rc;
+}
+
+/* The size of an open file or block device. */
+static int
+container_size(int fd, uint64_t *ret_size)
+{
+    struct stat st;
+
+    if (fstat(fd, &st)) {
+        return -errno;
+    }
+    if (S_ISBLK(st.st_mode)) {
+        return ioctl(fd, BLKGETSIZE64, ret_size) ? -errno : 0;
+    }
+    *ret_size = st.st_size;
+    return 0;
+}
+
+/* Writes a new image (img: everything up to and including a footer, total
+ * bytes) into an existing container: the metadata at the start, the
+ * footer at the container's end.  The container's old contents between
+ * them never matter: blocks allocated there are written whole. */
+static int
+write_in_container(const char *path, const uint8_t *img, uint64_t total,
+                   char **ret_err)
+{
+    uint64_t size;
+    int fd, rc;
+
+    fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        return set_err(ret_err, -errno, "%s: %s", path, strerror(errno));
+    }
+    rc = container_size(fd, &size);
+    if (!rc && size < total) {
+        rc = set_err(ret_err, -ENOSPC, "%s: a volume of %llu bytes cannot "
+                     "hold a %llu-byte image", path,
+                     (unsigned long long) size, (unsigned long long) total);
+        goto out;
+    }
+    /* The footer at the end first: until the copy at 0 is written the
+     * container does not look like an image. */
+    if (!rc) {
+        rc = pwrite_all(fd, img + total - FOOTER_SIZE, FOOTER_SIZE,
+                        size - FOOTER_SIZE);
+    }
+    if (!rc) {
+        rc = pwrite_all(fd, img + FOOTER_SIZE, total - 2 * FOOTER_SIZE,
+                        FOOTER_SIZE);
+    }
+    if (!rc && fdatasync(fd)) {
+        rc = -errno;
+    }
+    if (!rc) {
+        rc = pwrite_all(fd, img, FOOTER_SIZE, 0);
+    }
+    if (!rc && fdatasync(fd)) {
+        rc = -errno;
+    }
+    if (rc) {
+        set_err(ret_err, rc, "%s: %s", path, strerror(-rc));
+    }
+out:
+    close(fd);
     return rc;
 }
 
@@ -2099,6 +2317,10 @@ vhd_create(const char *path, const struct vhd_create_opts *opts,
     seal_header(h);
     memset(img + bat_off, 0xff, bat_bytes);
 
+    if (opts->container) {
+        rc = write_in_container(path, img, total, ret_err);
+        goto out;
+    }
     fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = set_err(ret_err, -errno, "%s: %s", path, strerror(errno));
@@ -2142,6 +2364,46 @@ vhd_snapshot(const char *parent_path, const char *child_path,
     return vhd_create(child_path, &opts, ret_err);
 }
 
+int
+vhd_move_footer(struct vhd *v, uint64_t new_size, char **ret_err)
+{
+    uint64_t size, at = new_size - FOOTER_SIZE;
+    int rc;
+
+    if (v->read_only || !v->container || v->type == VHD_TYPE_FIXED) {
+        return set_err(ret_err, -EINVAL, "%s: not a writable dynamic image "
+                       "in a container", v->path);
+    }
+    rc = vhd_flush(v);
+    if (!rc) {
+        rc = container_size(v->fd, &size);
+    }
+    if (rc) {
+        return set_err(ret_err, rc, "%s: %s", v->path, strerror(-rc));
+    }
+    if (new_size % SECTOR || new_size < FOOTER_SIZE
+        || at < v->data_end || new_size > size) {
+        return set_err(ret_err, -EINVAL, "%s: the footer cannot end at %llu "
+                       "(data ends at %llu, the volume at %llu)", v->path,
+                       (unsigned long long) new_size,
+                       (unsigned long long) v->data_end,
+                       (unsigned long long) size);
+    }
+    /* The old footer stays valid until the caller resizes the volume:
+     * whichever end a reader finds, it finds a footer. */
+    rc = pwrite_all(v->fd, v->footer, FOOTER_SIZE, at);
+    if (!rc && fdatasync(v->fd)) {
+        rc = -errno;
+    }
+    if (rc) {
+        return set_err(ret_err, rc, "%s: writing the footer: %s", v->path,
+                       strerror(-rc));
+    }
+    v->footer_off = at;
+    v->file_size = new_size;
+    return 0;
+}
+
 /* ---- metadata updates ---- */
 
 /* Appends data at the end of the file (footer first, like a block) and
@@ -2150,15 +2412,23 @@ static int
 append_durable(struct vhd *v, const void *data, size_t len,
                uint64_t *ret_off)
 {
-    uint64_t at = round_up(v->footer_off, SECTOR);
-    uint64_t new_footer = at + round_up(len, SECTOR);
+    uint64_t at, new_footer;
+    bool in_room;
     int rc;
 
-    rc = pwrite_all(v->fd, v->footer, FOOTER_SIZE, new_footer);
+    rc = place_new(v, round_up(len, SECTOR), &at, &in_room);
     if (rc) {
         return rc;
     }
-    v->footer_off = new_footer;
+    new_footer = at + round_up(len, SECTOR);
+    if (!in_room) {
+        rc = pwrite_all(v->fd, v->footer, FOOTER_SIZE, new_footer);
+        if (rc) {
+            return rc;
+        }
+        v->footer_off = new_footer;
+    }
+    placed(v, at, len);
     rc = pwrite_all(v->fd, data, len, at);
     if (!rc && fdatasync(v->fd)) {
         rc = -errno;
@@ -2245,9 +2515,9 @@ vhd_set_parent(struct vhd *v, const char *parent_path, char **ret_err)
     if (rc) {
         goto out;
     }
-    child_abs = realpath(v->path, NULL);
-    if (!child_abs) {
-        rc = set_err(ret_err, -errno, "%s: %s", v->path, strerror(errno));
+    rc = image_path(v->path, &child_abs);
+    if (rc) {
+        set_err(ret_err, rc, "%s: %s", v->path, strerror(-rc));
         goto out;
     }
     rc = make_locators(child_abs, pf.abs, locs);
@@ -2377,6 +2647,12 @@ grow_bat(struct vhd *v, uint32_t entries, char **ret_err)
         return set_err(ret_err, -ENOTSUP, "%s: the BAT cannot grow past "
                        "XenServer's batmap", v->path);
     }
+    if (v->container && round_up(new_end, SECTOR) > v->footer_off) {
+        return set_err(ret_err, -ENOSPC, "%s: no room for a larger BAT "
+                       "in the volume", v->path);
+    }
+    /* Blocks moved out of the BAT's way must land past its new end. */
+    v->data_end = MAX(v->data_end, round_up(new_end, SECTOR));
     if (round_up(v->footer_off, SECTOR) < new_end) {
         /* The end of the file is in the way: the footer moves past the
          * new BAT first, so that blocks moved below land beyond it. */

@@ -72,6 +72,10 @@ struct vhd_create_opts {
     /* Reserve BAT entries for this virtual size so that growing up to it
      * never moves data (0: the virtual size only). */
     uint64_t max_size;
+    /* Write the image into path, which exists and keeps its size (a
+     * logical volume, or a file standing for one), with the footer at its
+     * end: see "Images in containers" below. */
+    bool container;
 };
 
 /* Creates a new image at path (which must not exist). */
@@ -92,6 +96,29 @@ int vhd_open(const char *path, bool read_only, struct vhd **ret_vhd,
  * through to the parents sector by sector; writes go to the leaf. */
 int vhd_chain_open(const char *leaf, bool read_only, struct vhd **ret_vhd,
                    char **ret_err);
+/* Images in containers.  An image may live in a file or block device
+ * whose size is not its own: a logical volume of XenServer's LVHD SRs
+ * (docs/lvhd.md).  Its footer then sits at the container's end, and new
+ * blocks (and other appended structures) go into the room between the end
+ * of the data and the footer, written whole since that room holds old
+ * contents.  A block device is always opened this way; VHD_OPEN_CONTAINER
+ * asks for it on a regular file (a simulated volume), where it also keeps
+ * the file from growing: a write that needs more room than the container
+ * has fails with -ENOSPC.  On a regular file opened normally, room below
+ * the footer is used when a block fits there and the file grows
+ * otherwise, so images without such room behave as before. */
+#define VHD_OPEN_READ_ONLY 1u
+#define VHD_OPEN_CONTAINER 2u
+int vhd_open_ex(const char *path, unsigned flags, struct vhd **ret_vhd,
+                char **ret_err);
+/* Writes the footer so that the image ends at new_size bytes (a multiple
+ * of 512, at most the container's current size, and past the data):
+ * before a volume shrinks to new_size (deflate) or after it grew to it
+ * (inflate).  The image must be open read-write with VHD_OPEN_CONTAINER
+ * (or be a block device).  The footer at the old end stays valid until the
+ * volume is resized, so either end holds a footer. */
+int vhd_move_footer(struct vhd *vhd, uint64_t new_size, char **ret_err);
+
 /* Flushes (if writable) and closes the image and its open parents. */
 void vhd_close(struct vhd *vhd);
 
@@ -132,6 +159,9 @@ struct vhd_info {
     int64_t timestamp;              /* creation, Unix seconds */
     bool hidden;                    /* XenServer's hidden flag */
     char creator[5];                /* creator application, e.g. "tap" */
+    /* Where the data ends (header, BAT, locators, blocks): the smallest
+     * size a container can shrink to is this plus the footer. */
+    uint64_t data_end;
 };
 
 int vhd_get_info(const struct vhd *vhd, struct vhd_info *ret_info);
