@@ -2035,6 +2035,32 @@ int
 storage_vbd_attach(struct xapi *x, const char *vbd_ref, char **ret_target,
                    char **ret_format, char **ret_err)
 {
+    return storage_vbd_attach_vdi(x, vbd_ref, NULL, ret_target, ret_format,
+                                  ret_err);
+}
+
+char *
+storage_vbd_target(struct xapi *x, const char *vbd_ref)
+{
+    char *target = NULL;
+
+    (void) x;
+    pthread_mutex_lock(&st.blk_mu);
+    for (struct blk *b = st.blks; b; b = b->next) {
+        if (!strcmp(b->vbd_ref, vbd_ref)) {
+            target = b->td ? xstrdup(tapdisk_uri(b->td)) : NULL;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&st.blk_mu);
+    return target;
+}
+
+int
+storage_vbd_attach_vdi(struct xapi *x, const char *vbd_ref,
+                       const char *vdi_ref_in, char **ret_target,
+                       char **ret_format, char **ret_err)
+{
     struct db_row *vbd, *vdi, *sr;
     char vbd_uuid[40], vdi_uuid[40], vdi_ref[48], sr_ref[48], *location = NULL;
     char *sock = NULL, *pidfile = NULL, *err = NULL, pid_text[128];
@@ -2050,11 +2076,13 @@ storage_vbd_attach(struct xapi *x, const char *vbd_ref, char **ret_target,
     memset(&att, 0, sizeof att);
     db_read_lock(x->db);
     vbd = db_lookup(x->db, CLS_VBD, vbd_ref);
-    vdi = vbd ? db_lookup(x->db, CLS_VDI, fstr(vbd, F_VBD_VDI)) : NULL;
+    vdi = vbd ? db_lookup(x->db, CLS_VDI, vdi_ref_in ? vdi_ref_in
+                                                     : fstr(vbd, F_VBD_VDI))
+              : NULL;
     sr = vdi ? db_lookup(x->db, CLS_SR, fstr(vdi, F_VDI_SR)) : NULL;
     if (vbd) {
         snprintf(vbd_uuid, sizeof vbd_uuid, "%s", fstr(vbd, F_VBD_uuid));
-        empty = vbd->fields[F_VBD_empty]->u.b;
+        empty = !vdi_ref_in && vbd->fields[F_VBD_empty]->u.b;
         cd = !strcmp(fstr(vbd, F_VBD_type), "CD");
         rw = !strcmp(fstr(vbd, F_VBD_mode), "RW") && !cd;
         qos_of(vbd, &iops, &kbps);

@@ -87,8 +87,19 @@ void storage_vdi_close(struct storage_vdi_handle *h);
  * message. */
 int storage_vbd_attach(struct xapi *x, const char *vbd_ref,
                        char **ret_target, char **ret_format, char **ret_err);
+/* The same for a disc about to be inserted into a CD drive: vdi_ref (not
+ * NULL) is served instead of the VBD's current VDI.  With vdi_ref NULL it
+ * is storage_vbd_attach.  Errors: -EBUSY (the VDI is written by another
+ * VBD and not sharable: VDI_IN_USE), -EROFS (a read-write VBD of a
+ * read-only VDI: VDI_READONLY), -ENODEV (its SR is not plugged here:
+ * SR_NOT_ATTACHED), -ENOENT (no such VBD or VDI). */
+int storage_vbd_attach_vdi(struct xapi *x, const char *vbd_ref,
+                           const char *vdi_ref, char **ret_target,
+                           char **ret_format, char **ret_err);
 /* Stops the block server of a VBD (no-op if none). */
 void storage_vbd_detach(struct xapi *x, const char *vbd_ref);
+/* What a VBD's block server serves on now (malloc'd), or NULL. */
+char *storage_vbd_target(struct xapi *x, const char *vbd_ref);
 
 /* Runs the garbage collector of one SR now until it has nothing left to
  * do (tests; SR.scan also kicks it). */

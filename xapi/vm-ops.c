@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "storage.h"
 #include "xenops/xenops.h"
 
 #define MiB (INT64_C(1) << 20)
@@ -384,12 +385,12 @@ vmops_refresh_devices(struct db_txn *txn, const char *vm_ref)
 
 /* ---- device specs for the provider ---- */
 
-/* The same translation as lifecycle.c's build_spec, for one device. */
+/* The same translation as lifecycle.c's build_spec, for one device.  The
+ * target is what the storage layer serves the disk on (storage.h): the
+ * block server running for the VBD now, if any; a plug starts one. */
 static void
-vbd_spec_of(struct db *db, const struct db_row *b, struct xenops_vbd_spec *v)
+vbd_spec_of(struct xapi *x, const struct db_row *b, struct xenops_vbd_spec *v)
 {
-    struct db_row *vdi = db_lookup(db, CLS_VDI, b->fields[F_VBD_VDI]->u.str.s);
-
     memset(v, 0, sizeof *v);
     v->ref = xstrdup(b->ref);
     v->device = xstrdup(b->fields[F_VBD_device]->u.str.s);
@@ -398,10 +399,10 @@ vbd_spec_of(struct db *db, const struct db_row *b, struct xenops_vbd_spec *v)
     v->read_only = !strcmp(b->fields[F_VBD_mode]->u.str.s, "RO");
     v->cdrom = !strcmp(b->fields[F_VBD_type]->u.str.s, "CD");
     v->empty = b->fields[F_VBD_empty]->u.b;
-    if (vdi && !v->empty) {
-        v->target = xstrdup(vdi->fields[F_VDI_location]->u.str.s);
+    if (!v->empty) {
+        v->target = storage_vbd_target(x, b->ref);
     }
-    v->format = xstrdup("raw");
+    v->format = xstrdup("nbd");
 }
 
 static void
@@ -507,8 +508,9 @@ dev_begin(struct api_ctx *ctx, const struct dev_call *call,
     st->attached = dev->fields[vbd ? F_VBD_currently_attached
                                    : F_VIF_currently_attached]->u.b;
     if (vbd) {
-        vbd_spec_of(db, dev, &st->vbd);
-        if (!st->vbd.empty && !st->vbd.target && call->op == DEV_PLUG) {
+        vbd_spec_of(ctx->x, dev, &st->vbd);
+        if (!st->vbd.empty && call->op == DEV_PLUG
+            && !db_lookup(db, CLS_VDI, dev->fields[F_VBD_VDI]->u.str.s)) {
             char *vdi_ref = xstrdup(dev->fields[F_VBD_VDI]->u.str.s);
             db_abort(txn);
             api_fail_handle(ctx, CLS_VDI, vdi_ref);
@@ -519,13 +521,10 @@ dev_begin(struct api_ctx *ctx, const struct dev_call *call,
         vif_spec_of(db, dev, &st->vif);
     }
     if (call->op == DEV_INSERT || call->op == DEV_EJECT) {
-        vbd_spec_of(db, dev, &st->media);
+        vbd_spec_of(ctx->x, dev, &st->media);
         free(st->media.target);
         st->media.target = NULL;
         st->media.empty = call->op == DEV_EJECT;
-        if (call->op == DEV_INSERT) {
-            st->media.target = xstrdup(vdi->fields[F_VDI_location]->u.str.s);
-        }
         /* A halted VM, or a drive not plugged in now, only changes in the
          * database; the disc is there when the drive is next attached. */
         st->use_provider = st->attached && (vm_running(&st->vm)
@@ -745,6 +744,100 @@ dev_end(struct api_ctx *ctx, const struct dev_call *call,
     return rc;
 }
 
+/* The data path of a disk being plugged or a disc being inserted: the
+ * storage layer starts its block server, whose address becomes the
+ * provider's target.  Returns 0, or -1 after api_fail(). */
+static int
+dev_storage_attach(struct api_ctx *ctx, const struct dev_call *call,
+                   struct dev_state *st)
+{
+    struct xenops_vbd_spec *v;
+    char *target = NULL, *format = NULL, *err = NULL;
+    char vdi[48] = "", sr[48] = "";
+    int rc;
+
+    if (call->cls != CLS_VBD || !st->use_provider
+        || (call->op != DEV_PLUG && call->op != DEV_INSERT)) {
+        return 0;
+    }
+    v = call->op == DEV_PLUG ? &st->vbd : &st->media;
+    if (call->op == DEV_PLUG && v->empty) {
+        return 0;
+    }
+    rc = storage_vbd_attach_vdi(ctx->x, call->ref,
+                                call->op == DEV_INSERT ? call->vdi : NULL,
+                                &target, &format, &err);
+    if (!rc) {
+        free(v->target);
+        free(v->format);
+        v->target = target;
+        v->format = format ? format : xstrdup("nbd");
+        v->empty = target == NULL;
+        return 0;
+    }
+    db_read_lock(ctx->x->db);
+    {
+        struct db_row *b = db_lookup(ctx->x->db, CLS_VBD, call->ref);
+        struct db_row *d = call->op == DEV_INSERT
+                           ? db_lookup(ctx->x->db, CLS_VDI, call->vdi)
+                           : b ? db_lookup(ctx->x->db, CLS_VDI,
+                                           b->fields[F_VBD_VDI]->u.str.s)
+                               : NULL;
+        if (d) {
+            snprintf(vdi, sizeof vdi, "%s", d->ref);
+            snprintf(sr, sizeof sr, "%s", d->fields[F_VDI_SR]->u.str.s);
+        }
+    }
+    db_read_unlock(ctx->x->db);
+    switch (rc) {
+    case -EBUSY:
+        api_fail(ctx, ERR_VDI_IN_USE, vdi, "attach");
+        break;
+    case -EROFS:
+        api_fail(ctx, ERR_VDI_READONLY, vdi);
+        break;
+    case -ENODEV:
+        api_fail(ctx, ERR_SR_NOT_ATTACHED, sr);
+        break;
+    case -ENOENT:
+        api_fail(ctx, ERR_VDI_MISSING, sr, vdi);
+        break;
+    default:
+        api_fail(ctx, ERR_SR_BACKEND_FAILURE, "EIO", "",
+                 err ? err : strerror(-rc));
+        break;
+    }
+    free(err);
+    return -1;
+}
+
+/* After the provider call: a disk that left the domain (unplug, eject)
+ * or never got into it (a failed plug or insert) has its block server
+ * stopped. */
+static void
+dev_storage_settle(struct xapi *x, const struct dev_call *call,
+                   const struct dev_state *st, bool ok)
+{
+    if (call->cls != CLS_VBD || !st->use_provider) {
+        return;
+    }
+    switch (call->op) {
+    case DEV_PLUG:
+    case DEV_INSERT:
+        if (!ok) {
+            storage_vbd_detach(x, call->ref);
+        }
+        break;
+    case DEV_UNPLUG:
+    case DEV_UNPLUG_FORCE:
+    case DEV_EJECT:
+        if (ok) {
+            storage_vbd_detach(x, call->ref);
+        }
+        break;
+    }
+}
+
 static int
 dev_run(struct api_ctx *ctx, const struct dev_call *call)
 {
@@ -761,10 +854,17 @@ dev_run(struct api_ctx *ctx, const struct dev_call *call)
         dev_state_clear(&st);
         return -1;
     }
+    rc = dev_storage_attach(ctx, call, &st);
+    if (rc) {
+        rc = dev_end(ctx, call, &st, false);
+        dev_state_clear(&st);
+        return rc;
+    }
     rc = dev_provider(ctx->x, call, &st, &err);
     if (rc) {
         fail_device(ctx, call, &st, rc, err);
     }
+    dev_storage_settle(ctx->x, call, &st, rc == 0);
     rc = dev_end(ctx, call, &st, rc == 0);
     free(err);
     dev_state_clear(&st);

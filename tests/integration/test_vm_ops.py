@@ -78,9 +78,12 @@ def new_vm(name, template='Debian Bookworm 12'):
 
 
 def new_vdi(name, location):
+    """A VDI in the default SR (location is the driver's business: the
+    argument only names the disk in the test)."""
+    sr = c.pool.get_default_SR(s, c.pool.get_all(s)[0])
     return c.VDI.create(s, full_record(
-        model, 'VDI', name_label=name, type='user', virtual_size=str(GiB),
-        location=location, read_only=False, sharable=False))
+        model, 'VDI', SR=sr, name_label=name, type='user',
+        virtual_size=str(GiB), read_only=False, sharable=False))
 
 
 def new_vbd(vm, userdevice, vdi='OpaqueRef:NULL', kind='Disk', empty=False):
