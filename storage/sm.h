@@ -244,4 +244,11 @@ typedef int sm_run_fn(const char *const *argv, char **ret_stdout,
                       char **ret_err);
 extern sm_run_fn *sm_run_hook;
 
+/* Crash-safety tests: exits the process at once (status 137, as if killed)
+ * when the environment variable SM_CRASH_AT equals name.  The drivers call
+ * it between every two steps of an operation that changes a chain
+ * ("snapshot-link", "gc-leaf-renamed"...; docs/storage-drivers.md lists
+ * them). */
+void sm_crash_point(const char *name);
+
 #endif

@@ -1,8 +1,1301 @@
-/* test-sm.c — tests of the SR drivers (to be written). */
+/* test-sm.c — tests of the SR drivers (storage/sm*.c): the file driver's
+ * whole VDI life cycle, chains and their limit, the garbage collector,
+ * crash safety at every crash point of snapshot, clone, destroy and GC,
+ * and the iso, sim, nfs and ext drivers.
+ *
+ * Every VDI's content is checked against the test's own model after each
+ * step, twice: through our VHD library (blockdev_open_vhd) and through
+ * qemu-img, the independent implementation.  qemu's "vpc" driver reads a
+ * differencing disk as if it stood alone, so the qemu view of a chain is
+ * composed layer by layer: the tests write whole 2 MiB blocks, so each
+ * block of the chain comes from the topmost layer that holds it.  Every
+ * image also passes vhd_check(). */
+#define TEST_MAIN
 #include <config.h>
+#include "test.h"
 
-int
-main(void)
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "storage/blockdev.h"
+#include "storage/sm.h"
+#include "storage/vhd.h"
+#include "util.h"
+
+#define MiB (1024ull * 1024)
+#define BLK (2 * MiB)
+#define VSIZE (16 * MiB)
+
+#define MAP(...)                                                          \
+    (&(struct sm_map) { (const struct sm_kv[]) { __VA_ARGS__ },           \
+                        sizeof((const struct sm_kv[]) { __VA_ARGS__ })    \
+                        / sizeof(struct sm_kv) })
+#define EMPTY_MAP (&(struct sm_map) { NULL, 0 })
+
+/* ---- helpers ---- */
+
+static int PRINTF_FMT(1, 2)
+sh(const char *fmt, ...)
 {
+    char *cmd;
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    if (vasprintf(&cmd, fmt, ap) < 0) {
+        abort();
+    }
+    va_end(ap);
+    rc = system(cmd);
+    free(cmd);
+    return rc;
+}
+
+static bool
+have_qemu(void)
+{
+    static int have = -1;
+
+    if (have < 0) {
+        have = system("qemu-img --version >/dev/null 2>&1") == 0;
+    }
+    return have;
+}
+
+static char *
+make_temp_dir(void)
+{
+    char tmpl[] = "/tmp/test-sm.XXXXXX";
+
+    if (!mkdtemp(tmpl)) {
+        abort();
+    }
+    return xstrdup(tmpl);
+}
+
+static void
+remove_tree(const char *dir)
+{
+    if (dir && strncmp(dir, "/tmp/test-sm.", 13) == 0) {
+        sh("rm -rf '%s'", dir);
+    }
+}
+
+static void
+fill_block(uint8_t *p, uint64_t seed)
+{
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+
+    for (size_t i = 0; i < BLK; i += 8) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        uint64_t v = x * 2685821657736338717ull;
+        memcpy(p + i, &v, 8);
+    }
+}
+
+/* What the test expects each VDI to hold. */
+struct model {
+    char uuid[37];
+    uint8_t *data;
+    uint64_t size;
+    bool present;
+};
+
+#define MAX_VDIS 40
+
+struct fixture {
+    const struct sm_driver *drv;
+    char *dir;                  /* temp dir (state dir and SR location) */
+    char *location;
+    char sr_uuid[37];
+    struct sm_sr *sr;
+    struct model vdis[MAX_VDIS];
+    int n;
+};
+
+static struct sm_map *
+fixture_config(struct fixture *f)
+{
+    static struct sm_kv kv[1];
+    static struct sm_map map;
+
+    kv[0].key = "location";
+    kv[0].value = f->location;
+    map.kv = kv;
+    map.n = 1;
+    return &map;
+}
+
+static bool
+fixture_attach(struct fixture *f)
+{
+    char *err = NULL;
+    int rc;
+
+    rc = f->drv->attach(f->dir, f->sr_uuid, fixture_config(f), &f->sr,
+                        &err);
+    if (rc) {
+        fprintf(stderr, "  attach: %d %s\n", rc, err ? err : "");
+    }
+    free(err);
+    return rc == 0;
+}
+
+static void
+fixture_detach(struct fixture *f)
+{
+    f->drv->detach(f->sr);
+    f->sr = NULL;
+}
+
+static bool
+fixture_init(struct fixture *f)
+{
+    char *err = NULL;
+    int rc;
+
+    memset(f, 0, sizeof *f);
+    f->drv = &sm_file_driver;
+    f->dir = make_temp_dir();
+    f->location = xasprintf("%s/sr", f->dir);
+    uuid_generate(f->sr_uuid);
+    rc = f->drv->create(f->dir, f->sr_uuid, fixture_config(f), 0, &err);
+    if (rc) {
+        fprintf(stderr, "  create: %d %s\n", rc, err ? err : "");
+        free(err);
+        return false;
+    }
+    return fixture_attach(f);
+}
+
+static void
+fixture_destroy(struct fixture *f)
+{
+    fixture_detach(f);
+    for (int i = 0; i < f->n; i++) {
+        free(f->vdis[i].data);
+    }
+    remove_tree(f->dir);
+    free(f->dir);
+    free(f->location);
+}
+
+static struct model *
+model_add(struct fixture *f, const char *uuid, uint64_t size,
+          const uint8_t *data)
+{
+    struct model *m = &f->vdis[f->n++];
+
+    memcpy(m->uuid, uuid, 37);
+    m->size = size;
+    m->data = xcalloc(1, size);
+    if (data) {
+        memcpy(m->data, data, size);
+    }
+    m->present = true;
+    return m;
+}
+
+static struct model *
+create_vdi(struct fixture *f, uint64_t size, const char *type)
+{
+    struct sm_vdi_info info;
+    char uuid[37], *err = NULL;
+    int rc;
+
+    uuid_generate(uuid);
+    memset(&info, 0, sizeof info);
+    rc = type ? f->drv->vdi_create(f->sr, uuid, size,
+                                   MAP({ "type", type }), &info, &err)
+              : f->drv->vdi_create(f->sr, uuid, size, EMPTY_MAP, &info,
+                                   &err);
+    if (rc) {
+        fprintf(stderr, "  vdi_create: %d %s\n", rc, err ? err : "");
+        free(err);
+        return NULL;
+    }
+    CHECK_STR(info.uuid, uuid);
+    CHECK_INT(info.virtual_size, size);
+    sm_vdi_info_clear(&info);
+    return model_add(f, uuid, size, NULL);
+}
+
+/* Writes whole blocks (seeded) to a VDI through the data path. */
+static bool
+write_blocks(struct fixture *f, struct model *m, const int *blocks, int n,
+             uint64_t seed)
+{
+    struct sm_attach a = { NULL, NULL, false };
+    struct blockdev *dev = NULL;
+    char *err = NULL;
+    bool ok = false;
+    int rc;
+
+    rc = f->drv->vdi_attach(f->sr, m->uuid, true, &a, &err);
+    if (rc) {
+        fprintf(stderr, "  vdi_attach: %d %s\n", rc, err ? err : "");
+        goto out;
+    }
+    rc = !strcmp(a.format, "vhd") ? blockdev_open_vhd(a.path, false, &dev,
+                                                      &err)
+         : blockdev_open_raw(a.path, false, &dev, &err);
+    if (rc) {
+        fprintf(stderr, "  open %s: %d %s\n", a.path, rc, err ? err : "");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        uint8_t *p = m->data + (uint64_t) blocks[i] * BLK;
+
+        fill_block(p, seed + blocks[i]);
+        if (dev->ops->write(dev, p, (uint64_t) blocks[i] * BLK, BLK)) {
+            fprintf(stderr, "  write failed\n");
+            goto out;
+        }
+    }
+    ok = dev->ops->flush(dev) == 0;
+out:
+    blockdev_close(dev);
+    if (a.path) {
+        f->drv->vdi_detach(f->sr, m->uuid);
+    }
+    sm_attach_clear(&a);
+    free(err);
+    return ok;
+}
+
+static uint8_t *
+read_whole_file(const char *path, size_t *ret_len)
+{
+    char *data = NULL;
+    size_t len = 0;
+
+    if (read_file(path, 1ull << 30, &data, &len)) {
+        return NULL;
+    }
+    *ret_len = len;
+    return (uint8_t *) data;
+}
+
+/* The chain's content as qemu reads it, composed from each layer alone:
+ * block by block, from the topmost layer that holds the block. */
+static bool
+qemu_check_chain(const char *leaf, const uint8_t *want, uint64_t size)
+{
+    char *layers[VHD_MAX_CHAIN_DEPTH + 1];
+    uint8_t *views[VHD_MAX_CHAIN_DEPTH + 1];
+    size_t view_len[VHD_MAX_CHAIN_DEPTH + 1];
+    struct vhd *opened[VHD_MAX_CHAIN_DEPTH + 1];
+    uint8_t *got = xcalloc(1, size);
+    int n = 0;
+    bool ok = false;
+
+    memset(opened, 0, sizeof opened);
+    memset(views, 0, sizeof views);
+    layers[n++] = xstrdup(leaf);
+    for (;;) {
+        struct vhd_info info;
+        struct vhd *v = NULL;
+        char *parent = NULL, *err = NULL;
+
+        if (vhd_open(layers[n - 1], true, &v, &err)) {
+            fprintf(stderr, "  open %s: %s\n", layers[n - 1], err);
+            free(err);
+            goto out;
+        }
+        opened[n - 1] = v;
+        vhd_get_info(v, &info);
+        if (info.type == VHD_TYPE_DIFF) {
+            if (vhd_find_parent(v, &parent, &err)) {
+                fprintf(stderr, "  parent of %s: %s\n", layers[n - 1], err);
+                free(err);
+                vhd_info_clear(&info);
+                goto out;
+            }
+        }
+        vhd_info_clear(&info);
+        if (!parent) {
+            break;
+        }
+        layers[n++] = parent;
+    }
+    for (int i = 0; i < n; i++) {
+        char *raw = xasprintf("%s.qemu.raw", layers[i]);
+
+        if (sh("qemu-img convert -f vpc -O raw '%s' '%s'", layers[i], raw)) {
+            fprintf(stderr, "  qemu-img cannot read %s\n", layers[i]);
+            free(raw);
+            goto out;
+        }
+        views[i] = read_whole_file(raw, &view_len[i]);
+        unlink(raw);
+        free(raw);
+        if (!views[i]) {
+            goto out;
+        }
+    }
+    for (uint64_t off = 0; off < size; off += BLK) {
+        for (int i = 0; i < n; i++) {
+            uint64_t len;
+            bool data;
+
+            if (off >= vhd_virtual_size(opened[i])
+                || vhd_extent(opened[i], off, &len, &data)) {
+                continue;
+            }
+            if (data) {
+                memcpy(got + off, views[i] + off,
+                       MIN(BLK, MIN(size, view_len[i]) - off));
+                break;
+            }
+        }
+    }
+    ok = !memcmp(got, want, size);
+    if (!ok) {
+        for (uint64_t off = 0; off < size; off += BLK) {
+            if (memcmp(got + off, want + off, MIN(BLK, size - off))) {
+                fprintf(stderr, "  %s: qemu's view differs in block %llu\n",
+                        leaf, (unsigned long long) (off / BLK));
+                break;
+            }
+        }
+    }
+out:
+    for (int i = 0; i < n; i++) {
+        vhd_close(opened[i]);
+        free(layers[i]);
+        free(views[i]);
+    }
+    free(got);
+    return ok;
+}
+
+/* Every image of the chain passes vhd_check(). */
+static bool
+vhd_check_chain(const char *leaf)
+{
+    char *path = xstrdup(leaf);
+    bool ok = true;
+
+    while (path) {
+        struct vhd *v = NULL;
+        char *report = NULL, *parent = NULL, *err = NULL;
+
+        if (vhd_check(path, true, &report)) {
+            fprintf(stderr, "  vhd_check %s: %s\n", path, report);
+            ok = false;
+        }
+        free(report);
+        if (!vhd_open(path, true, &v, &err)) {
+            struct vhd_info info;
+
+            vhd_get_info(v, &info);
+            if (info.type == VHD_TYPE_DIFF) {
+                vhd_find_parent(v, &parent, &err);
+            }
+            vhd_info_clear(&info);
+            vhd_close(v);
+        }
+        free(err);
+        free(path);
+        path = parent;
+    }
+    return ok;
+}
+
+/* Checks one VDI: own reads, qemu's composed view, vhd_check. */
+static bool
+check_vdi(struct fixture *f, const struct model *m)
+{
+    struct sm_attach a = { NULL, NULL, false };
+    struct blockdev *dev = NULL;
+    struct sm_vdi_info info;
+    uint8_t *got = NULL;
+    char *err = NULL;
+    bool ok = false;
+    int rc;
+
+    memset(&info, 0, sizeof info);
+    rc = f->drv->vdi_info(f->sr, m->uuid, &info, &err);
+    if (rc) {
+        fprintf(stderr, "  vdi_info %s: %d %s\n", m->uuid, rc, err);
+        goto out;
+    }
+    if (info.virtual_size != m->size) {
+        fprintf(stderr, "  %s: size %llu, want %llu\n", m->uuid,
+                (unsigned long long) info.virtual_size,
+                (unsigned long long) m->size);
+        goto out;
+    }
+    rc = f->drv->vdi_attach(f->sr, m->uuid, false, &a, &err);
+    if (rc) {
+        fprintf(stderr, "  vdi_attach %s: %d %s\n", m->uuid, rc, err);
+        goto out;
+    }
+    rc = !strcmp(a.format, "vhd") ? blockdev_open_vhd(a.path, true, &dev,
+                                                      &err)
+         : blockdev_open_raw(a.path, true, &dev, &err);
+    if (rc) {
+        fprintf(stderr, "  open %s: %d %s\n", a.path, rc, err);
+        goto out;
+    }
+    got = xmalloc(m->size);
+    if (dev->size != m->size || dev->ops->read(dev, got, 0, m->size)
+        || memcmp(got, m->data, m->size)) {
+        fprintf(stderr, "  %s: our read differs\n", m->uuid);
+        goto out;
+    }
+    if (!strcmp(a.format, "vhd")) {
+        if (!vhd_check_chain(a.path)) {
+            goto out;
+        }
+        if (have_qemu() && !qemu_check_chain(a.path, m->data, m->size)) {
+            goto out;
+        }
+    }
+    ok = true;
+out:
+    blockdev_close(dev);
+    if (a.path) {
+        f->drv->vdi_detach(f->sr, m->uuid);
+    }
+    sm_attach_clear(&a);
+    sm_vdi_info_clear(&info);
+    free(got);
+    free(err);
+    return ok;
+}
+
+/* Checks every VDI of the model and that scan reports exactly those. */
+static bool
+check_all(struct fixture *f)
+{
+    struct sm_vdi_info *vdis = NULL;
+    char *err = NULL;
+    size_t n = 0;
+    int present = 0;
+    bool ok = true;
+
+    if (f->drv->scan(f->sr, &vdis, &n, &err)) {
+        fprintf(stderr, "  scan: %s\n", err);
+        free(err);
+        return false;
+    }
+    for (int i = 0; i < f->n; i++) {
+        bool found = false;
+
+        for (size_t j = 0; j < n; j++) {
+            found = found || !strcmp(vdis[j].uuid, f->vdis[i].uuid);
+        }
+        if (found != f->vdis[i].present) {
+            fprintf(stderr, "  scan: %s %s\n", f->vdis[i].uuid,
+                    found ? "unexpected" : "missing");
+            ok = false;
+        }
+        if (f->vdis[i].present) {
+            present++;
+            if (!check_vdi(f, &f->vdis[i])) {
+                ok = false;
+            }
+        }
+    }
+    if ((int) n != present) {
+        fprintf(stderr, "  scan: %zu VDIs, want %d\n", n, present);
+        ok = false;
+    }
+    for (size_t j = 0; j < n; j++) {
+        sm_vdi_info_clear(&vdis[j]);
+    }
+    free(vdis);
+    return ok;
+}
+
+static struct model *
+copy_vdi(struct fixture *f, struct model *m, bool clone)
+{
+    struct sm_vdi_info info;
+    char uuid[37], *err = NULL;
+    int rc;
+
+    uuid_generate(uuid);
+    memset(&info, 0, sizeof info);
+    rc = clone ? f->drv->vdi_clone(f->sr, m->uuid, uuid, &info, &err)
+               : f->drv->vdi_snapshot(f->sr, m->uuid, uuid, &info, &err);
+    if (rc) {
+        fprintf(stderr, "  %s: %d %s\n", clone ? "clone" : "snapshot", rc,
+                err ? err : "");
+        free(err);
+        return NULL;
+    }
+    CHECK_STR(info.uuid, uuid);
+    CHECK_STR(info.format, "vhd");
+    sm_vdi_info_clear(&info);
+    return model_add(f, uuid, m->size, m->data);
+}
+
+static bool
+destroy_vdi(struct fixture *f, struct model *m)
+{
+    char *err = NULL;
+    int rc = f->drv->vdi_destroy(f->sr, m->uuid, &err);
+
+    if (rc) {
+        fprintf(stderr, "  vdi_destroy: %d %s\n", rc, err ? err : "");
+        free(err);
+        return false;
+    }
+    m->present = false;
+    return true;
+}
+
+/* Runs the GC until it has nothing to do; returns the number of steps or
+ * -1. */
+static int
+gc_all(struct fixture *f, const struct sm_gc_hooks *hooks)
+{
+    for (int steps = 0; steps < 100; steps++) {
+        char *err = NULL;
+        bool more = false;
+        int rc = f->drv->gc_step(f->sr, hooks, &more, &err);
+
+        if (rc) {
+            fprintf(stderr, "  gc_step: %d %s\n", rc, err ? err : "");
+            free(err);
+            return -1;
+        }
+        if (!more) {
+            return steps + 1;
+        }
+    }
+    return -1;
+}
+
+/* Counts the files in the SR directory with a suffix. */
+static int
+count_files(const char *dir, const char *suffix)
+{
+    struct dirent *de;
+    DIR *d = opendir(dir);
+    int n = 0;
+
+    if (!d) {
+        return -1;
+    }
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name), slen = strlen(suffix);
+
+        if (len >= slen && !strcmp(de->d_name + len - slen, suffix)) {
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+static int
+chain_length(struct fixture *f, const struct model *m)
+{
+    char *err = NULL;
+    int len = -1;
+
+    if (f->drv->chain_length(f->sr, m->uuid, &len, &err)) {
+        fprintf(stderr, "  chain_length: %s\n", err);
+        free(err);
+        return -1;
+    }
+    return len;
+}
+
+/* ---- registry and helpers ---- */
+
+TEST(test_registry_lists_every_driver)
+{
+    size_t n;
+    const struct sm_driver *const *d = sm_drivers(&n);
+    const char *want[] = { "ext", "file", "nfs", "iso", "sim" };
+
+    CHECK(n >= 5);
+    for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+        const struct sm_driver *drv = sm_driver_find(want[i]);
+
+        CHECK(drv != NULL);
+        if (drv) {
+            CHECK_STR(drv->type, want[i]);
+            CHECK(drv->capabilities && drv->capabilities[0]);
+            CHECK(drv->configuration && drv->configuration[0].key);
+            CHECK(drv->attach && drv->detach && drv->scan);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        CHECK(sm_driver_find(d[i]->type) == d[i]);
+    }
+    CHECK(sm_driver_find("nonesuch") == NULL);
+    CHECK_STR(sm_driver_find("iso")->content_type, "iso");
+    CHECK(sm_driver_find("nfs")->shared);
+}
+
+TEST(test_run_collects_output_and_status)
+{
+    const char *ok_argv[] = { "sh", "-c", "echo out; echo err >&2", NULL };
+    const char *bad_argv[] = { "sh", "-c", "echo out; echo oops >&2; exit 3",
+                               NULL };
+    const char *missing[] = { "no-such-program-here", NULL };
+    char *out = NULL, *err = NULL;
+
+    CHECK_INT(sm_run(ok_argv, &out, &err), 0);
+    CHECK_STR(out, "out\n");
+    CHECK(err == NULL);
+    free(out);
+    out = NULL;
+    CHECK_INT(sm_run(bad_argv, &out, &err), -EIO);
+    CHECK_STR(err, "sh: oops");
+    CHECK(out == NULL);
+    free(err);
+    err = NULL;
+    CHECK_INT(sm_run(missing, &out, &err), -ENOENT);
+    CHECK(err && strstr(err, "no-such-program-here"));
+    free(err);
+}
+
+TEST(test_map_and_info_helpers)
+{
+    struct sm_vdi_info info;
+
+    CHECK_STR(sm_map_get(MAP({ "a", "1" }, { "b", "2" }), "b"), "2");
+    CHECK(sm_map_get(MAP({ "a", "1" }), "c") == NULL);
+    CHECK(sm_map_get(NULL, "a") == NULL);
+    memset(&info, 0, sizeof info);
+    sm_vdi_info_set_config(&info, "k", "v1");
+    sm_vdi_info_set_config(&info, "k", "v2");
+    sm_vdi_info_set_config(&info, "j", "x");
+    CHECK_INT(info.n_sm_config, 2);
+    CHECK_STR(info.sm_config[0].value, "v2");
+    sm_vdi_info_clear(&info);
+    sm_vdi_info_clear(NULL);
+    sm_attach_clear(NULL);
+}
+
+/* ---- the file driver ---- */
+
+TEST(test_file_sr_create_attach_and_probe)
+{
+    struct fixture f;
+    char other[37], *err = NULL, *xml = NULL;
+    struct sm_sr *sr = NULL;
+    struct sm_sr_stat st;
+
+    if (!fixture_init(&f)) {
+        CHECK(!"fixture");
+        return;
+    }
+    /* A second SR in the same place is refused unless forced. */
+    uuid_generate(other);
+    CHECK_INT(f.drv->create(f.dir, other, fixture_config(&f), 0, &err),
+              -EEXIST);
+    free(err);
+    err = NULL;
+    CHECK_INT(f.drv->attach(f.dir, other, fixture_config(&f), &sr, &err),
+              -ENOENT);
+    free(err);
+    err = NULL;
+    CHECK_INT(f.drv->attach(f.dir, f.sr_uuid, MAP({ "location", "rel" }),
+                            &sr, &err), -EINVAL);
+    free(err);
+    err = NULL;
+    CHECK_INT(f.drv->probe(fixture_config(&f), EMPTY_MAP, &xml, &err), 0);
+    CHECK(xml && strstr(xml, "<SRlist>") && strstr(xml, f.sr_uuid));
+    free(xml);
+    CHECK_INT(f.drv->stat(f.sr, &st, &err), 0);
+    CHECK(st.physical_size > 0 && st.free_space <= st.physical_size);
+    CHECK(st.physical_utilisation <= st.physical_size);
+    fixture_destroy(&f);
+}
+
+TEST(test_file_vdi_create_sizes)
+{
+    struct fixture f;
+    struct sm_vdi_info info;
+    char uuid[37], *err = NULL;
+
+    if (!fixture_init(&f)) {
+        CHECK(!"fixture");
+        return;
+    }
+    memset(&info, 0, sizeof info);
+    uuid_generate(uuid);
+    /* Rounded up to whole sectors, as XenServer does. */
+    CHECK_INT(f.drv->vdi_create(f.sr, uuid, 1000, EMPTY_MAP, &info, &err),
+              0);
+    CHECK_INT(info.virtual_size, 1024);
+    CHECK_STR(info.location, uuid);
+    CHECK_STR(info.format, "vhd");
+    sm_vdi_info_clear(&info);
+    CHECK_INT(f.drv->vdi_create(f.sr, uuid, 1024, EMPTY_MAP, &info, &err),
+              -EEXIST);
+    free(err);
+    err = NULL;
+    uuid_generate(uuid);
+    CHECK_INT(f.drv->vdi_create(f.sr, uuid, VHD_MAX_SIZE + 512, EMPTY_MAP,
+                                &info, &err), -EINVAL);
+    free(err);
+    err = NULL;
+    /* Thin: the largest VHD fits however small the filesystem. */
+    CHECK_INT(f.drv->vdi_create(f.sr, uuid, VHD_MAX_SIZE, EMPTY_MAP, &info,
+                                &err), 0);
+    CHECK(info.physical_utilisation < 8 * MiB);
+    sm_vdi_info_clear(&info);
+    CHECK_INT(f.drv->vdi_create(f.sr, "not-a-uuid", 1024, EMPTY_MAP, &info,
+                                &err), -EINVAL);
+    free(err);
+    err = NULL;
+    CHECK_INT(f.drv->vdi_info(f.sr, "../../etc/passwd", &info, &err),
+              -ENOENT);
+    free(err);
+    fixture_destroy(&f);
+}
+
+TEST(test_file_full_cycle_keeps_data)
+{
+    struct fixture f;
+    struct model *a, *s1, *c1, *s2;
+    struct sm_vdi_info info;
+    char *err = NULL;
+    const int b1[] = { 0, 3, 7 }, b2[] = { 3, 5 }, b3[] = { 1, 7 },
+              b4[] = { 8, 9 };
+
+    if (!fixture_init(&f)) {
+        CHECK(!"fixture");
+        return;
+    }
+    a = create_vdi(&f, VSIZE, NULL);
+    CHECK(a && write_blocks(&f, a, b1, 3, 100));
+    CHECK(check_all(&f));
+    CHECK_INT(chain_length(&f, a), 1);
+
+    /* Snapshot: A keeps its uuid and path and reads through the base. */
+    s1 = copy_vdi(&f, a, false);
+    CHECK(s1 != NULL);
+    CHECK_INT(chain_length(&f, a), 2);
+    CHECK_INT(chain_length(&f, s1), 2);
+    CHECK(write_blocks(&f, a, b2, 2, 200));
+    CHECK(check_all(&f));
+    memset(&info, 0, sizeof info);
+    CHECK_INT(f.drv->vdi_info(f.sr, a->uuid, &info, &err), 0);
+    CHECK(sm_map_get(&(struct sm_map) { info.sm_config, info.n_sm_config },
+                     "vhd-parent") != NULL);
+    CHECK_STR(sm_map_get(&(struct sm_map) { info.sm_config,
+                                            info.n_sm_config },
+                         "vdi_type"), "vhd");
+    /* Its own allocation: the two blocks written since the snapshot. */
+    CHECK(info.physical_utilisation >= 2 * BLK
+          && info.physical_utilisation < 3 * BLK);
+    sm_vdi_info_clear(&info);
+
+    /* Clone of the snapshot, written independently. */
+    c1 = copy_vdi(&f, s1, true);
+    CHECK(c1 && write_blocks(&f, c1, b3, 2, 300));
+    CHECK(check_all(&f));
+    s2 = copy_vdi(&f, a, false);
+    CHECK(s2 != NULL);
+    CHECK_INT(chain_length(&f, a), 3);
+
+    /* Resize: grows; shrinking is refused. */
+    memset(&info, 0, sizeof info);
+    CHECK_INT(f.drv->vdi_resize(f.sr, a->uuid, VSIZE + 4 * MiB, &info,
+                                &err), 0);
+    CHECK_INT(info.virtual_size, VSIZE + 4 * MiB);
+    sm_vdi_info_clear(&info);
+    a->data = xrealloc(a->data, VSIZE + 4 * MiB);
+    memset(a->data + VSIZE, 0, 4 * MiB);
+    a->size = VSIZE + 4 * MiB;
+    CHECK(write_blocks(&f, a, b4, 2, 400));
+    CHECK_INT(f.drv->vdi_resize(f.sr, a->uuid, VSIZE, &info, &err),
+              -EINVAL);
+    free(err);
+    err = NULL;
+    CHECK(check_all(&f));
+
+    /* Destroy and collect: every step keeps every VDI's data. */
+    CHECK(destroy_vdi(&f, s1));
+    CHECK(check_all(&f));
+    CHECK(gc_all(&f, NULL) > 0);
+    CHECK(check_all(&f));
+    CHECK(destroy_vdi(&f, s2));
+    CHECK(gc_all(&f, NULL) > 0);
+    CHECK(check_all(&f));
+    /* A and the clone share the first snapshot's base ... */
+    CHECK_INT(chain_length(&f, a), 2);
+    CHECK_INT(chain_length(&f, c1), 2);
+    CHECK(destroy_vdi(&f, a));
+    CHECK(gc_all(&f, NULL) > 0);
+    CHECK(check_all(&f));
+    CHECK_INT(chain_length(&f, c1), 1);
+    /* ... and only the clone's image is left. */
+    CHECK_INT(count_files(f.location, ".vhd"), 1);
+    CHECK_INT(f.drv->vdi_destroy(f.sr, a->uuid, &err), -ENOENT);
+    free(err);
+    err = NULL;
+    CHECK(destroy_vdi(&f, c1));
+    CHECK_INT(gc_all(&f, NULL), 1);
+    CHECK_INT(count_files(f.location, ".vhd"), 0);
+    fixture_detach(&f);
+    CHECK_INT(f.drv->destroy(f.dir, f.sr_uuid, fixture_config(&f), &err), 0);
+    CHECK(access(f.location, F_OK) != 0);
+    free(err);
+    fixture_destroy(&f);
+}
+
+TEST(test_file_raw_vdi)
+{
+    struct fixture f;
+    struct model *r;
+    struct sm_vdi_info info;
+    char uuid[37], *err = NULL;
+    const int blocks[] = { 1, 2 };
+
+    if (!fixture_init(&f)) {
+        CHECK(!"fixture");
+        return;
+    }
+    r = create_vdi(&f, VSIZE, "raw");
+    CHECK(r && write_blocks(&f, r, blocks, 2, 7));
+    CHECK(check_all(&f));
+    memset(&info, 0, sizeof info);
+    CHECK_INT(f.drv->vdi_info(f.sr, r->uuid, &info, &err), 0);
+    CHECK_STR(info.format, "raw");
+    CHECK(info.physical_utilisation <= 2 * BLK + 65536);
+    sm_vdi_info_clear(&info);
+    uuid_generate(uuid);
+    CHECK_INT(f.drv->vdi_snapshot(f.sr, r->uuid, uuid, &info, &err),
+              -EOPNOTSUPP);
+    free(err);
+    err = NULL;
+    CHECK_INT(f.drv->vdi_resize(f.sr, r->uuid, 2 * VSIZE, &info, &err), 0);
+    sm_vdi_info_clear(&info);
+    r->data = xrealloc(r->data, 2 * VSIZE);
+    memset(r->data + VSIZE, 0, VSIZE);
+    r->size = 2 * VSIZE;
+    CHECK(check_all(&f));
+    CHECK(destroy_vdi(&f, r));
+    CHECK(check_all(&f));
+    fixture_destroy(&f);
+}
+
+TEST(test_file_chain_length_limit)
+{
+    struct fixture f;
+    struct model *a;
+    struct sm_vdi_info info;
+    char uuid[37], *err = NULL;
+    int i, rc = 0;
+    const int blocks[] = { 0 };
+
+    if (!fixture_init(&f)) {
+        CHECK(!"fixture");
+        return;
+    }
+    a = create_vdi(&f, 4 * MiB, NULL);
+    CHECK(a && write_blocks(&f, a, blocks, 1, 1));
+    for (i = 1; i < 40; i++) {
+        uuid_generate(uuid);
+        memset(&info, 0, sizeof info);
+        rc = f.drv->vdi_snapshot(f.sr, a->uuid, uuid, &info, &err);
+        if (rc) {
+            break;
+        }
+        sm_vdi_info_clear(&info);
+        /* Destroy the snapshot at once: the chain still grows. */
+        CHECK_INT(f.drv->vdi_destroy(f.sr, uuid, &err), 0);
+    }
+    CHECK_INT(rc, -ELOOP);
+    CHECK(err && strstr(err, "too long"));
+    free(err);
+    CHECK_INT(i, SM_MAX_CHAIN_LENGTH);
+    CHECK_INT(chain_length(&f, a), SM_MAX_CHAIN_LENGTH);
+    CHECK(check_all(&f));
+    /* The GC folds the whole chain back into one image. */
+    CHECK(gc_all(&f, NULL) > 0);
+    CHECK_INT(chain_length(&f, a), 1);
+    CHECK(check_all(&f));
+    fixture_destroy(&f);
+}
+
+/* ---- GC with attached VDIs ---- */
+
+struct hook_log {
+    const char *attached;
+    int pauses, unpauses, progress_calls;
+    bool refuse;
+};
+
+static bool
+hook_is_attached(void *aux, const char *uuid)
+{
+    struct hook_log *log = aux;
+
+    return log->attached && !strcmp(log->attached, uuid);
+}
+
+static int
+hook_pause(void *aux, const char *uuid)
+{
+    struct hook_log *log = aux;
+
+    (void) uuid;
+    if (log->refuse) {
+        return -EBUSY;
+    }
+    log->pauses++;
     return 0;
+}
+
+static void
+hook_unpause(void *aux, const char *uuid)
+{
+    struct hook_log *log = aux;
+
+    (void) uuid;
+    log->unpauses++;
+}
+
+static int
+hook_progress(void *aux, uint64_t done, uint64_t total)
+{
+    struct hook_log *log = aux;
+
+    (void) done;
+    (void) total;
+    log->progress_calls++;
+    return 0;
+}
+
+TEST(test_gc_pauses_small_attached_leaf_and_skips_big_one)
+{
+    struct fixture f;
+    struct model *a, *s, *big, *bs;
+    struct hook_log log = { NULL, 0, 0, 0, false };
+    struct sm_gc_hooks hooks = { hook_is_attached, hook_pause, hook_unpause,
+                                 hook_progress, &log };
+    int blocks[40];
+
+    if (!fixture_init(&f)) {
+        CHECK(!"fixture");
+        return;
+    }
+    for (int i = 0; i < 40; i++) {
+        blocks[i] = i;
+    }
+    a = create_vdi(&f, VSIZE, NULL);
+    CHECK(a && write_blocks(&f, a, blocks, 2, 1));
+    s = copy_vdi(&f, a, false);
+    CHECK(s && write_blocks(&f, a, blocks + 2, 1, 2));
+    CHECK(destroy_vdi(&f, s));
+    log.attached = a->uuid;
+    CHECK(gc_all(&f, &hooks) > 0);
+    CHECK_INT(log.pauses, 1);
+    CHECK_INT(log.unpauses, 1);
+    CHECK(log.progress_calls > 0);
+    CHECK_INT(chain_length(&f, a), 1);
+    CHECK(check_all(&f));
+
+    /* A leaf holding 80 MiB of its own is not paused: GC leaves it. */
+    big = create_vdi(&f, 96 * MiB, NULL);
+    CHECK(big != NULL);
+    bs = copy_vdi(&f, big, false);
+    CHECK(bs && write_blocks(&f, big, blocks, 40, 3));
+    CHECK(destroy_vdi(&f, bs));
+    log.attached = big->uuid;
+    log.pauses = log.unpauses = 0;
+    CHECK_INT(gc_all(&f, &hooks), 1);
+    CHECK_INT(log.pauses, 0);
+    CHECK_INT(chain_length(&f, big), 2);
+    /* A refusing pause also leaves it; once detached it is collected. */
+    log.attached = NULL;
+    CHECK(gc_all(&f, &hooks) > 0);
+    CHECK_INT(chain_length(&f, big), 1);
+    CHECK(check_all(&f));
+    fixture_destroy(&f);
+}
+
+/* ---- crash safety ---- */
+
+/* Runs op in a child process that dies at crash point `point`; returns
+ * true if the child died there (false if it finished). */
+typedef void crash_op_fn(struct fixture *f, void *aux);
+
+static int
+run_crashing(struct fixture *f, const char *point, crash_op_fn *op,
+             void *aux)
+{
+    pid_t pid;
+    int status;
+
+    fflush(NULL);
+    pid = fork();
+    if (pid == 0) {
+        setenv("SM_CRASH_AT", point, 1);
+        op(f, aux);
+        _exit(0);
+    }
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+        return -1;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 137) {
+        return 1;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        return 0;
+    }
+    return -1;
+}
+
+/* After a crash: recovery by re-attaching, then the check of every VDI,
+ * no temporaries or journals left, and the GC finishing cleanly. */
+static bool
+recover_and_check(struct fixture *f)
+{
+    bool ok = true;
+
+    fixture_detach(f);
+    if (!fixture_attach(f)) {
+        return false;
+    }
+    if (count_files(f->location, ".tmp") || count_files(f->location,
+                                                         "journal")) {
+        fprintf(stderr, "  temporaries or journal left after recovery\n");
+        ok = false;
+    }
+    ok = check_all(f) && ok;
+    if (gc_all(f, NULL) < 0) {
+        ok = false;
+    }
+    ok = check_all(f) && ok;
+    return ok;
+}
+
+/* A is on a chain of 2 (a snapshot taken and destroyed) with data in both
+ * layers; B stands alone. */
+static bool
+crash_fixture(struct fixture *f)
+{
+    struct model *a, *b, *s;
+    const int b1[] = { 0, 1, 4 }, b2[] = { 1, 6 }, b3[] = { 2 };
+
+    if (!fixture_init(f)) {
+        return false;
+    }
+    a = create_vdi(f, VSIZE, NULL);
+    b = create_vdi(f, VSIZE, NULL);
+    if (!a || !b || !write_blocks(f, a, b1, 3, 10)
+        || !write_blocks(f, b, b3, 1, 20)) {
+        return false;
+    }
+    s = copy_vdi(f, a, false);
+    return s && write_blocks(f, a, b2, 2, 30) && destroy_vdi(f, s);
+}
+
+struct copy_args {
+    const char *uuid;
+    const char *new_uuid;
+    bool clone;
+};
+
+static void
+crash_copy_op(struct fixture *f, void *aux)
+{
+    struct copy_args *args = aux;
+    struct sm_vdi_info info;
+    char *err = NULL;
+
+    memset(&info, 0, sizeof info);
+    if (args->clone) {
+        f->drv->vdi_clone(f->sr, args->uuid, args->new_uuid, &info, &err);
+    } else {
+        f->drv->vdi_snapshot(f->sr, args->uuid, args->new_uuid, &info, &err);
+    }
+}
+
+static void
+crash_copy(bool clone)
+{
+    static const char *const steps[] = {
+        "start", "journal", "link", "leaf", "new", "commit", "hide",
+        "publish", "done",
+    };
+    const char *op = clone ? "clone" : "snapshot";
+
+    for (size_t i = 0; i < ARRAY_SIZE(steps); i++) {
+        struct fixture f;
+        struct copy_args args;
+        char point[64], new_uuid[37];
+        struct model *a, *n;
+        int died;
+
+        if (!crash_fixture(&f)) {
+            CHECK(!"fixture");
+            return;
+        }
+        a = &f.vdis[0];
+        uuid_generate(new_uuid);
+        args.uuid = a->uuid;
+        args.new_uuid = new_uuid;
+        args.clone = clone;
+        snprintf(point, sizeof point, "%s-%s", op, steps[i]);
+        died = run_crashing(&f, point, crash_copy_op, &args);
+        if (died != 1) {
+            fprintf(stderr, "  %s: not hit (%d)\n", point, died);
+        }
+        CHECK_INT(died, 1);
+        /* Until the call returns the new VDI may or may not survive; if it
+         * does, it holds A's data. */
+        n = model_add(&f, new_uuid, a->size, a->data);
+        {
+            char *path = xasprintf("%s/%s.vhd", f.location, new_uuid);
+
+            fixture_detach(&f);
+            fixture_attach(&f);
+            n->present = access(path, F_OK) == 0;
+            free(path);
+        }
+        if (!recover_and_check(&f)) {
+            fprintf(stderr, "  after a crash at %s\n", point);
+            CHECK(!"recovered");
+        }
+        /* The SR is usable: the operation works now. */
+        uuid_generate(new_uuid);
+        CHECK(copy_vdi(&f, a, clone) != NULL);
+        CHECK(check_all(&f));
+        fixture_destroy(&f);
+    }
+}
+
+TEST(test_crash_at_every_point_of_snapshot)
+{
+    crash_copy(false);
+}
+
+TEST(test_crash_at_every_point_of_clone)
+{
+    crash_copy(true);
+}
+
+static void
+crash_destroy_op(struct fixture *f, void *aux)
+{
+    char *err = NULL;
+
+    f->drv->vdi_destroy(f->sr, aux, &err);
+}
+
+TEST(test_crash_at_every_point_of_destroy)
+{
+    static const char *const points[] = {
+        "destroy-start", "destroy-unlinked", "destroy-done",
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(points); i++) {
+        struct fixture f;
+        struct model *a;
+        char *path;
+
+        if (!crash_fixture(&f)) {
+            CHECK(!"fixture");
+            return;
+        }
+        a = &f.vdis[0];
+        CHECK_INT(run_crashing(&f, points[i], crash_destroy_op, a->uuid), 1);
+        path = xasprintf("%s/%s.vhd", f.location, a->uuid);
+        a->present = access(path, F_OK) == 0;
+        CHECK(a->present == (i == 0));
+        free(path);
+        if (!recover_and_check(&f)) {
+            fprintf(stderr, "  after a crash at %s\n", points[i]);
+            CHECK(!"recovered");
+        }
+        fixture_destroy(&f);
+    }
+}
+
+static void
+crash_gc_op(struct fixture *f, void *aux)
+{
+    (void) aux;
+    gc_all(f, NULL);
+}
+
+/* The GC's fixture: a base with one hidden child (A's chain after two
+ * snapshots, the first destroyed), a leaf to fold into its base (C), and
+ * a base without children (D and its snapshot both destroyed). */
+static bool
+gc_fixture(struct fixture *f)
+{
+    struct model *a, *s1, *s2, *c, *cs, *d, *ds;
+    const int b1[] = { 0, 2 }, b2[] = { 2, 3 }, b3[] = { 5 }, b4[] = { 7 };
+
+    if (!fixture_init(f)) {
+        return false;
+    }
+    a = create_vdi(f, VSIZE, NULL);
+    c = create_vdi(f, VSIZE, NULL);
+    d = create_vdi(f, VSIZE, NULL);
+    if (!a || !c || !d || !write_blocks(f, a, b1, 2, 1)
+        || !write_blocks(f, c, b3, 1, 2) || !write_blocks(f, d, b4, 1, 3)) {
+        return false;
+    }
+    s1 = copy_vdi(f, a, false);
+    if (!s1 || !write_blocks(f, a, b2, 2, 4)) {
+        return false;
+    }
+    s2 = copy_vdi(f, a, false);
+    if (!s2 || !write_blocks(f, a, b3, 1, 5) || !destroy_vdi(f, s1)) {
+        return false;
+    }
+    cs = copy_vdi(f, c, true);
+    if (!cs || !write_blocks(f, c, b4, 1, 6) || !destroy_vdi(f, cs)) {
+        return false;
+    }
+    ds = copy_vdi(f, d, false);
+    return ds && destroy_vdi(f, ds) && destroy_vdi(f, d);
+}
+
+TEST(test_crash_at_every_point_of_gc)
+{
+    static const char *const points[] = {
+        "gc-remove-start", "gc-remove-done",
+        "gc-base-start", "gc-base-coalesced", "gc-base-journal",
+        "gc-reparented", "gc-unlinked", "gc-base-done",
+        "gc-leaf-start", "gc-leaf-coalesced", "gc-leaf-journal",
+        "gc-leaf-unhidden", "gc-leaf-renamed", "gc-leaf-done",
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(points); i++) {
+        struct fixture f;
+        int died;
+
+        if (!gc_fixture(&f)) {
+            CHECK(!"fixture");
+            return;
+        }
+        died = run_crashing(&f, points[i], crash_gc_op, NULL);
+        if (died != 1) {
+            fprintf(stderr, "  %s: not hit (%d)\n", points[i], died);
+        }
+        CHECK_INT(died, 1);
+        if (!recover_and_check(&f)) {
+            fprintf(stderr, "  after a crash at %s\n", points[i]);
+            CHECK(!"recovered");
+        }
+        /* Everything collectable is collected: one image per VDI except
+         * A and S2, which share a base. */
+        CHECK_INT(count_files(f.location, ".vhd"), 4);
+        fixture_destroy(&f);
+    }
 }
