@@ -70,6 +70,18 @@ int ie_progress(struct ie_call *c, uint64_t done, uint64_t total);
  * temporary session and releases the call.  result may be NULL (an empty
  * result) and is borrowed. */
 void ie_end(struct ie_call *c, const struct value *result);
+/* Whether p[0..n) is all zero bytes. */
+bool ie_all_zero(const char *p, size_t n);
+/* Writes buf[0..n) at off on dev, turning runs of zeros into
+ * write_zeroes (or nothing, on a device that cannot: new disks read as
+ * zeros), which keeps VHD images sparse.  Returns 0, or -1 after
+ * api_fail(). */
+struct blockdev;
+int ie_write_sparse(struct api_ctx *ctx, struct blockdev *dev,
+                    const char *buf, uint64_t off, size_t n);
+/* Fails the call for an http_body_read() error: IMPORT_ERROR_PREMATURE_EOF
+ * for a body cut short, IMPORT_ERROR otherwise.  Returns -1. */
+int ie_body_error(struct ie_call *c, int rc);
 /* Runs fn(aux) on a new detached thread; returns 0 or -errno. */
 int ie_spawn(void *(*fn)(void *), void *aux);
 

@@ -916,8 +916,8 @@ import_job_free(struct import_job *j)
     free(j);
 }
 
-static bool
-all_zero(const char *p, size_t n)
+bool
+ie_all_zero(const char *p, size_t n)
 {
     static const char zeros[4096];
 
@@ -931,23 +931,21 @@ all_zero(const char *p, size_t n)
     return !memcmp(p, zeros, n);
 }
 
-/* Writes buf[0..n) at off, turning zero runs into write_zeroes (or
- * nothing, on a device that cannot: a new disk reads zeros). */
-static int
-write_sparse(struct api_ctx *ctx, struct blockdev *dev, const char *buf,
+int
+ie_write_sparse(struct api_ctx *ctx, struct blockdev *dev, const char *buf,
              uint64_t off, size_t n)
 {
     size_t i = 0;
 
     while (i < n) {
         size_t k = MIN((size_t) ZERO_GRAIN, n - i), run = k;
-        bool zero = all_zero(buf + i, k);
+        bool zero = ie_all_zero(buf + i, k);
         int rc;
 
         /* Extend the run while its kind continues. */
         while (i + run < n) {
             size_t k2 = MIN((size_t) ZERO_GRAIN, n - i - run);
-            if (all_zero(buf + i + run, k2) != zero) {
+            if (ie_all_zero(buf + i + run, k2) != zero) {
                 break;
             }
             run += k2;
@@ -967,9 +965,8 @@ write_sparse(struct api_ctx *ctx, struct blockdev *dev, const char *buf,
     return 0;
 }
 
-/* Maps a body read error to the task's error. */
-static int
-body_error(struct ie_call *c, int rc)
+int
+ie_body_error(struct ie_call *c, int rc)
 {
     if (rc == -EPIPE) {
         return api_fail(&c->ctx, ERR_IMPORT_ERROR_PREMATURE_EOF);
@@ -1000,7 +997,7 @@ import_raw(struct import_job *j, struct http_body_reader *r,
             have += got;
         }
         if (got < 0) {
-            return body_error(&j->call, (int) got);
+            return ie_body_error(&j->call, (int) got);
         }
         if (have) {
             if (off + have > dev->size) {
@@ -1009,7 +1006,7 @@ import_raw(struct import_job *j, struct http_body_reader *r,
                 return api_fail(&j->call.ctx, ERR_VDI_TOO_SMALL, j->vdi_ref,
                                 min);
             }
-            if (write_sparse(&j->call.ctx, dev, buf, off, have)) {
+            if (ie_write_sparse(&j->call.ctx, dev, buf, off, have)) {
                 return -1;
             }
             off += have;
@@ -1032,7 +1029,7 @@ skip_to(struct import_job *j, struct http_body_reader *r, char *buf,
         size_t k = (size_t) MIN(want - *pos, (uint64_t) IO_SIZE);
         int rc = http_body_read_full(r, buf, k);
         if (rc) {
-            return body_error(&j->call, rc);
+            return ie_body_error(&j->call, rc);
         }
         *pos += k;
     }
@@ -1179,7 +1176,7 @@ import_vhd(struct import_job *j, struct http_body_reader *r,
                           == set) {
                     run++;
                 }
-                if (set && write_sparse(&c->ctx, dev,
+                if (set && ie_write_sparse(&c->ctx, dev,
                                         buf + (sec - first) * 512,
                                         voff + sec * 512,
                                         (size_t) MIN((run - sec) * 512,
@@ -1201,7 +1198,7 @@ import_vhd(struct import_job *j, struct http_body_reader *r,
         if (got == 0) {
             break;
         } else if (got < 0) {
-            body_error(c, (int) got);
+            ie_body_error(c, (int) got);
             goto out;
         }
     }
