@@ -73,13 +73,23 @@ struct blk {
     int paused;                 /* nesting of pauses */
 };
 
+struct changing {
+    struct changing *next;
+    char vdi_uuid[40];
+};
+
 static struct {
     pthread_mutex_t mu;         /* srs and their users counts */
     pthread_cond_t cond;
     struct sr_att *srs;
     /* The block servers; taken after an SR's lock, never before. */
     pthread_mutex_t blk_mu;
+    pthread_cond_t blk_cond;
     struct blk *blks;
+    /* VDIs whose image a driver call is changing (snapshot, clone,
+     * resize, a GC swap): their block servers stay paused, and no new one
+     * starts, until the change is over. */
+    struct changing *changing;
     struct xapi *x;
     pthread_t gc_thread;
     bool gc_started;
@@ -90,6 +100,7 @@ static struct {
     .mu = PTHREAD_MUTEX_INITIALIZER,
     .cond = PTHREAD_COND_INITIALIZER,
     .blk_mu = PTHREAD_MUTEX_INITIALIZER,
+    .blk_cond = PTHREAD_COND_INITIALIZER,
     .gc_cond = PTHREAD_COND_INITIALIZER,
 };
 
@@ -1261,6 +1272,59 @@ blk_pause_vdi(const char *vdi_uuid, bool pause, char **ret_err)
     return rc;
 }
 
+static bool
+vdi_changing(const char *vdi_uuid)
+{
+    for (struct changing *c = st.changing; c; c = c->next) {
+        if (!strcmp(c->vdi_uuid, vdi_uuid)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Starts a change of a VDI's image: waits for another change of it to
+ * end, then pauses its block servers.  The lock is not held during the
+ * driver call, so readers of the table (in-use checks) never wait for a
+ * slow driver. */
+static int
+blk_begin_change(const char *vdi_uuid, char **ret_err)
+{
+    struct changing *c;
+    int rc;
+
+    pthread_mutex_lock(&st.blk_mu);
+    while (vdi_changing(vdi_uuid)) {
+        pthread_cond_wait(&st.blk_cond, &st.blk_mu);
+    }
+    rc = blk_pause_vdi(vdi_uuid, true, ret_err);
+    if (!rc) {
+        c = xcalloc(1, sizeof *c);
+        snprintf(c->vdi_uuid, sizeof c->vdi_uuid, "%s", vdi_uuid);
+        c->next = st.changing;
+        st.changing = c;
+    }
+    pthread_mutex_unlock(&st.blk_mu);
+    return rc;
+}
+
+static void
+blk_end_change(const char *vdi_uuid)
+{
+    pthread_mutex_lock(&st.blk_mu);
+    for (struct changing **p = &st.changing; *p; p = &(*p)->next) {
+        if (!strcmp((*p)->vdi_uuid, vdi_uuid)) {
+            struct changing *c = *p;
+            *p = c->next;
+            free(c);
+            break;
+        }
+    }
+    blk_pause_vdi(vdi_uuid, false, NULL);
+    pthread_cond_broadcast(&st.blk_cond);
+    pthread_mutex_unlock(&st.blk_mu);
+}
+
 static int
 vdi_snap_or_clone(struct api_ctx *ctx, const char *ref, bool snapshot,
                   char *ret_ref)
@@ -1295,14 +1359,12 @@ vdi_snap_or_clone(struct api_ctx *ctx, const char *ref, bool snapshot,
     locked = true;
     /* The chain under the VDI changes: its block servers let go of the
      * image for the driver call and reopen the new leaf after it. */
-    pthread_mutex_lock(&st.blk_mu);
-    r = blk_pause_vdi(vf.uuid, true, &err);
+    r = blk_begin_change(vf.uuid, &err);
     if (!r) {
         r = (snapshot ? a->drv->vdi_snapshot : a->drv->vdi_clone)
             (a->sm, vf.location, new_uuid, &info, &err);
-        blk_pause_vdi(vf.uuid, false, NULL);
+        blk_end_change(vf.uuid);
     }
-    pthread_mutex_unlock(&st.blk_mu);
     if (r) {
         struct sm_fail f = { .sr = sr_ref, .vdi = ref, .op = op,
                              .requested = vf.virtual_size };
@@ -1922,14 +1984,12 @@ vdi_resize(struct api_ctx *ctx, const char *ref, int64_t size, bool online)
     }
     pthread_mutex_lock(&a->lock);
     locked = true;
-    pthread_mutex_lock(&st.blk_mu);
-    r = blk_pause_vdi(vf.uuid, true, &err);
+    r = blk_begin_change(vf.uuid, &err);
     if (!r) {
         r = a->drv->vdi_resize(a->sm, vf.location, (uint64_t) size, &info,
                                &err);
-        blk_pause_vdi(vf.uuid, false, NULL);
+        blk_end_change(vf.uuid);
     }
-    pthread_mutex_unlock(&st.blk_mu);
     if (r) {
         struct sm_fail f = { .sr = sr_ref, .vdi = ref, .op = op,
                              .requested = size };
@@ -2117,6 +2177,9 @@ storage_vbd_attach_vdi(struct xapi *x, const char *vbd_ref,
     }
 
     pthread_mutex_lock(&st.blk_mu);
+    while (vdi_changing(vdi_uuid)) {
+        pthread_cond_wait(&st.blk_cond, &st.blk_mu);
+    }
     for (b = st.blks; b; b = b->next) {
         if (!strcmp(b->vbd_ref, vbd_ref)) {
             break;
@@ -2219,31 +2282,46 @@ void
 storage_vbd_detach(struct xapi *x, const char *vbd_ref)
 {
     struct blk **p, *b = NULL;
+    struct changing *c = NULL;
 
     pthread_mutex_lock(&st.blk_mu);
-    for (p = &st.blks; *p; p = &(*p)->next) {
-        if (!strcmp((*p)->vbd_ref, vbd_ref)) {
-            b = *p;
-            *p = b->next;
+    for (;;) {
+        for (p = &st.blks; *p; p = &(*p)->next) {
+            if (!strcmp((*p)->vbd_ref, vbd_ref)) {
+                b = *p;
+                break;
+            }
+        }
+        if (!b || !vdi_changing(b->vdi_uuid)) {
             break;
         }
+        /* Not in the middle of a snapshot or a GC swap of its image. */
+        pthread_cond_wait(&st.blk_cond, &st.blk_mu);
+        b = NULL;
     }
-    /* Stopped under the lock: a snapshot must not run between the
-     * server's last write and its exit. */
     if (b) {
-        if (b->td) {
-            tapdisk_stop(b->td);
-            b->td = NULL;
-        } else if (b->pid > 0) {
-            kill(b->pid, SIGTERM);
-        }
-        b->pid = 0;
+        *p = b->next;
+        /* Until the server has exited (its last writes flushed), no
+         * change of the image may begin. */
+        c = xcalloc(1, sizeof *c);
+        snprintf(c->vdi_uuid, sizeof c->vdi_uuid, "%s", b->vdi_uuid);
+        c->next = st.changing;
+        st.changing = c;
     }
     pthread_mutex_unlock(&st.blk_mu);
-    if (b) {
-        LOG_INFO("VBD %s: block server stopped", b->vbd_uuid);
-        blk_end(x, b);
+    if (!b) {
+        return;
     }
+    if (b->td) {
+        tapdisk_stop(b->td);
+        b->td = NULL;
+    } else if (b->pid > 0) {
+        kill(b->pid, SIGTERM);
+    }
+    b->pid = 0;
+    blk_end_change(b->vdi_uuid);
+    LOG_INFO("VBD %s: block server stopped", b->vbd_uuid);
+    blk_end(x, b);
 }
 
 /* Whether pid is a running xapi-tapdisk. */
@@ -2359,9 +2437,7 @@ gc_pause(void *aux, const char *vdi_uuid)
     int rc;
 
     (void) aux;
-    pthread_mutex_lock(&st.blk_mu);
-    rc = blk_pause_vdi(vdi_uuid, true, &err);
-    pthread_mutex_unlock(&st.blk_mu);
+    rc = blk_begin_change(vdi_uuid, &err);
     if (rc) {
         LOG_INFO("GC: VDI %s not paused: %s", vdi_uuid, err ? err : "?");
     }
@@ -2373,9 +2449,7 @@ static void
 gc_unpause(void *aux, const char *vdi_uuid)
 {
     (void) aux;
-    pthread_mutex_lock(&st.blk_mu);
-    blk_pause_vdi(vdi_uuid, false, NULL);
-    pthread_mutex_unlock(&st.blk_mu);
+    blk_end_change(vdi_uuid);
 }
 
 static int
