@@ -1581,12 +1581,15 @@ recover(struct sm_sr *sr, char **ret_err)
 {
     static const char *const order[] = { J_INFLATE, J_CLONE, J_LEAF,
                                          LV_NEW };
-    struct lv *lvs = NULL;
-    size_t n = 0;
-    int rc;
+    int rc = 0;
 
-    rc = VG_CALL(sr, lv_list, &lvs, &n, ret_err);
     for (size_t k = 0; !rc && k < ARRAY_SIZE(order); k++) {
+        struct lv *lvs = NULL;
+        size_t n = 0;
+
+        /* Listed again for each kind: recovering one kind may remove
+         * volumes of the next (a clone's half-made NEW- child). */
+        rc = VG_CALL(sr, lv_list, &lvs, &n, ret_err);
         for (size_t i = 0; !rc && i < n; i++) {
             const char *name = lvs[i].name;
             if (!str_starts_with(name, order[k])) {
@@ -1602,8 +1605,8 @@ recover(struct sm_sr *sr, char **ret_err)
                 rc = lv_remove(sr, name, ret_err);
             }
         }
+        lvs_free(lvs, n);
     }
-    lvs_free(lvs, n);
     return rc;
 }
 
