@@ -58,6 +58,10 @@ sh(const char *fmt, ...)
     return rc;
 }
 
+/* Whether checks also ask qemu-img (crash tests ask it once per crash, to
+ * stay fast). */
+static bool qemu_wanted = true;
+
 static bool
 have_qemu(void)
 {
@@ -66,7 +70,7 @@ have_qemu(void)
     if (have < 0) {
         have = system("qemu-img --version >/dev/null 2>&1") == 0;
     }
-    return have;
+    return have && qemu_wanted;
 }
 
 static char *
@@ -116,18 +120,22 @@ struct fixture {
     const struct sm_driver *drv;
     char *dir;                  /* temp dir (state dir and SR location) */
     char *location;
+    const struct sm_map *config;    /* NULL: location only */
     char sr_uuid[37];
     struct sm_sr *sr;
     struct model vdis[MAX_VDIS];
     int n;
 };
 
-static struct sm_map *
+static const struct sm_map *
 fixture_config(struct fixture *f)
 {
     static struct sm_kv kv[1];
     static struct sm_map map;
 
+    if (f->config) {
+        return f->config;
+    }
     kv[0].key = "location";
     kv[0].value = f->location;
     map.kv = kv;
@@ -285,6 +293,76 @@ read_whole_file(const char *path, size_t *ret_len)
     return (uint8_t *) data;
 }
 
+/* qemu's views of image files, kept while the files do not change: the
+ * bases shared by several VDIs are converted once per check. */
+struct qemu_cached {
+    char *path;
+    struct stat st;
+    uint8_t *view;
+    size_t len;
+};
+static struct qemu_cached qemu_cache[64];
+static int qemu_cache_n;
+
+static void
+qemu_cache_clear(void)
+{
+    for (int i = 0; i < qemu_cache_n; i++) {
+        free(qemu_cache[i].path);
+        free(qemu_cache[i].view);
+    }
+    qemu_cache_n = 0;
+}
+
+/* qemu's view of one image alone, as raw bytes (owned by the cache). */
+static bool
+qemu_view(const char *path, uint8_t **ret_view, size_t *ret_len)
+{
+    struct qemu_cached *c;
+    struct stat st;
+    char *raw;
+    bool ok;
+
+    if (stat(path, &st)) {
+        return false;
+    }
+    for (int i = 0; i < qemu_cache_n; i++) {
+        c = &qemu_cache[i];
+        if (!strcmp(c->path, path) && c->st.st_ino == st.st_ino
+            && c->st.st_size == st.st_size
+            && c->st.st_mtim.tv_sec == st.st_mtim.tv_sec
+            && c->st.st_mtim.tv_nsec == st.st_mtim.tv_nsec) {
+            *ret_view = c->view;
+            *ret_len = c->len;
+            return true;
+        }
+    }
+    if (qemu_cache_n == ARRAY_SIZE(qemu_cache)) {
+        qemu_cache_clear();
+    }
+    raw = xasprintf("%s/test-sm-qemu.%d.raw",
+                    access("/dev/shm", W_OK) ? "/tmp" : "/dev/shm",
+                    (int) getpid());
+    if (sh("qemu-img convert -f vpc -O raw '%s' '%s'", path, raw)) {
+        fprintf(stderr, "  qemu-img cannot read %s\n", path);
+        free(raw);
+        return false;
+    }
+    c = &qemu_cache[qemu_cache_n];
+    c->view = read_whole_file(raw, &c->len);
+    unlink(raw);
+    free(raw);
+    ok = c->view != NULL;
+    if (ok) {
+        c->path = xstrdup(path);
+        c->st = st;
+        qemu_cache_n++;
+        *ret_view = c->view;
+        *ret_len = c->len;
+    }
+    return ok;
+}
+
 /* The chain's content as qemu reads it, composed from each layer alone:
  * block by block, from the topmost layer that holds the block. */
 static bool
@@ -328,17 +406,7 @@ qemu_check_chain(const char *leaf, const uint8_t *want, uint64_t size)
         layers[n++] = parent;
     }
     for (int i = 0; i < n; i++) {
-        char *raw = xasprintf("%s.qemu.raw", layers[i]);
-
-        if (sh("qemu-img convert -f vpc -O raw '%s' '%s'", layers[i], raw)) {
-            fprintf(stderr, "  qemu-img cannot read %s\n", layers[i]);
-            free(raw);
-            goto out;
-        }
-        views[i] = read_whole_file(raw, &view_len[i]);
-        unlink(raw);
-        free(raw);
-        if (!views[i]) {
+        if (!qemu_view(layers[i], &views[i], &view_len[i])) {
             goto out;
         }
     }
@@ -372,7 +440,6 @@ out:
     for (int i = 0; i < n; i++) {
         vhd_close(opened[i]);
         free(layers[i]);
-        free(views[i]);
     }
     free(got);
     return ok;
@@ -515,6 +582,7 @@ check_all(struct fixture *f)
         sm_vdi_info_clear(&vdis[j]);
     }
     free(vdis);
+    qemu_cache_clear();
     return ok;
 }
 
@@ -1077,7 +1145,9 @@ recover_and_check(struct fixture *f)
     if (gc_all(f, NULL) < 0) {
         ok = false;
     }
+    qemu_wanted = false;
     ok = check_all(f) && ok;
+    qemu_wanted = true;
     return ok;
 }
 
@@ -1170,9 +1240,10 @@ crash_copy(bool clone)
             CHECK(!"recovered");
         }
         /* The SR is usable: the operation works now. */
-        uuid_generate(new_uuid);
         CHECK(copy_vdi(&f, a, clone) != NULL);
+        qemu_wanted = false;
         CHECK(check_all(&f));
+        qemu_wanted = true;
         fixture_destroy(&f);
     }
 }
@@ -1298,4 +1369,549 @@ TEST(test_crash_at_every_point_of_gc)
         CHECK_INT(count_files(f.location, ".vhd"), 4);
         fixture_destroy(&f);
     }
+}
+
+/* ---- the sim driver ---- */
+
+TEST(test_sim_size_is_thick_and_enforced)
+{
+    const struct sm_driver *drv = &sm_sim_driver;
+    char *state = make_temp_dir(), *err = NULL;
+    const struct sm_map *config = MAP({ "size", "67108864" });
+    struct sm_vdi_info info;
+    struct sm_sr *sr = NULL;
+    struct sm_sr_stat st;
+    char sr_uuid[37], a[37], b[37], c[37];
+
+    uuid_generate(sr_uuid);
+    uuid_generate(a);
+    uuid_generate(b);
+    uuid_generate(c);
+    memset(&info, 0, sizeof info);
+    CHECK_INT(drv->create(state, sr_uuid, config, 0, &err), 0);
+    CHECK_INT(drv->attach(state, sr_uuid, config, &sr, &err), 0);
+    if (!sr) {
+        free(err);
+        remove_tree(state);
+        free(state);
+        return;
+    }
+    /* The default location is under the state directory. */
+    {
+        char *marker = xasprintf("%s/sr-sim/%s/.xapi-sr", state, sr_uuid);
+
+        CHECK(access(marker, F_OK) == 0);
+        free(marker);
+    }
+    CHECK_INT(drv->vdi_create(sr, a, 40 * MiB, EMPTY_MAP, &info, &err), 0);
+    sm_vdi_info_clear(&info);
+    CHECK_INT(drv->stat(sr, &st, &err), 0);
+    CHECK_INT(st.physical_size, 64 * MiB);
+    CHECK_INT(st.physical_utilisation, 40 * MiB);
+    CHECK_INT(st.free_space, 24 * MiB);
+    CHECK_INT(drv->vdi_create(sr, b, 30 * MiB, EMPTY_MAP, &info, &err),
+              -ENOSPC);
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->vdi_snapshot(sr, a, c, &info, &err), -ENOSPC);
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->vdi_create(sr, b, 24 * MiB, EMPTY_MAP, &info, &err), 0);
+    sm_vdi_info_clear(&info);
+    CHECK_INT(drv->vdi_resize(sr, b, 25 * MiB, &info, &err), -ENOSPC);
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->vdi_destroy(sr, b, &err), 0);
+    CHECK_INT(drv->vdi_snapshot(sr, a, c, &info, &err), -ENOSPC);
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->vdi_resize(sr, a, 20 * MiB, &info, &err), -EINVAL);
+    free(err);
+    err = NULL;
+    drv->detach(sr);
+    CHECK_INT(drv->destroy(state, sr_uuid, config, &err), 0);
+    free(err);
+    remove_tree(state);
+    free(state);
+}
+
+TEST(test_sim_fail_and_slow_keys)
+{
+    const struct sm_driver *drv = &sm_sim_driver;
+    char *state = make_temp_dir(), *err = NULL;
+    const struct sm_map *failing = MAP({ "fail", "vdi_create,scan,gc" },
+                                       { "slow", "50" });
+    struct sm_vdi_info info, *vdis = NULL;
+    struct sm_sr *sr = NULL;
+    char sr_uuid[37], a[37];
+    int64_t t0;
+    size_t n;
+    bool more;
+
+    uuid_generate(sr_uuid);
+    uuid_generate(a);
+    memset(&info, 0, sizeof info);
+    CHECK_INT(drv->create(state, sr_uuid, MAP({ "fail", "create" }), 0,
+                          &err), -EIO);
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->create(state, sr_uuid, MAP({ "fail", "nonsense" }), 0,
+                          &err), -EINVAL);
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->create(state, sr_uuid, EMPTY_MAP, 0, &err), 0);
+    CHECK_INT(drv->attach(state, sr_uuid, MAP({ "fail", "attach" }), &sr,
+                          &err), -EIO);
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->attach(state, sr_uuid, failing, &sr, &err), 0);
+    if (!sr) {
+        free(err);
+        remove_tree(state);
+        free(state);
+        return;
+    }
+    t0 = time_mono_ms();
+    CHECK_INT(drv->vdi_create(sr, a, MiB, EMPTY_MAP, &info, &err), -EIO);
+    CHECK(time_mono_ms() - t0 >= 50);
+    CHECK(err && strstr(err, "vdi_create"));
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->scan(sr, &vdis, &n, &err), -EIO);
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->gc_step(sr, NULL, &more, &err), -EIO);
+    free(err);
+    err = NULL;
+    drv->detach(sr);
+    /* The same SR without the failures works. */
+    CHECK_INT(drv->attach(state, sr_uuid, EMPTY_MAP, &sr, &err), 0);
+    CHECK_INT(drv->vdi_create(sr, a, MiB, EMPTY_MAP, &info, &err), 0);
+    sm_vdi_info_clear(&info);
+    CHECK_INT(drv->scan(sr, &vdis, &n, &err), 0);
+    CHECK_INT(n, 1);
+    for (size_t i = 0; i < n; i++) {
+        sm_vdi_info_clear(&vdis[i]);
+    }
+    free(vdis);
+    drv->detach(sr);
+    free(err);
+    remove_tree(state);
+    free(state);
+}
+
+/* ---- simulated programs (mount, showmount) ---- */
+
+static struct {
+    char *export_root;          /* local directory standing for the server */
+    char *options;              /* of the last mount */
+    char *type;
+    char *source;
+    char *credentials;          /* content of a CIFS credentials file */
+    bool really_mount;
+    int mounts;
+} fake;
+
+static void
+fake_reset(void)
+{
+    free(fake.options);
+    free(fake.type);
+    free(fake.source);
+    free(fake.credentials);
+    fake.options = fake.type = fake.source = fake.credentials = NULL;
+    fake.mounts = 0;
+}
+
+static int
+fake_run(const char *const *argv, char **ret_stdout, char **ret_err)
+{
+    if (!strcmp(argv[0], "mount") && argv[1] && !strcmp(argv[1], "-t")
+        && argv[2] && argv[3] && argv[4] && argv[5] && argv[6]) {
+        const char *opt;
+
+        fake_reset();
+        fake.type = xstrdup(argv[2]);
+        fake.options = xstrdup(argv[4]);
+        fake.source = xstrdup(argv[5]);
+        fake.mounts++;
+        opt = strstr(argv[4], "credentials=");
+        if (opt) {
+            char *path = xstrdup(opt + 12), *data = NULL;
+            size_t len;
+
+            path[strcspn(path, ",")] = '\0';
+            if (!read_file(path, 4096, &data, &len)) {
+                fake.credentials = data;
+            }
+            free(path);
+        }
+        if (!strcmp(argv[2], "nfs") && fake.really_mount) {
+            /* The kernel here has no NFS client: the export is a local
+             * directory, bind-mounted. */
+            const char *path = strchr(argv[5], ':') + 1;
+            char *local = xasprintf("%s%s", fake.export_root, path);
+            const char *bind[] = { "mount", "--bind", local, argv[6], NULL };
+            int rc = sm_run(bind, ret_stdout, ret_err);
+
+            free(local);
+            return rc;
+        }
+        return 0;
+    }
+    if (!strcmp(argv[0], "umount") && !fake.really_mount) {
+        return 0;
+    }
+    if (!strcmp(argv[0], "showmount")) {
+        CHECK_STR(argv[1], "-e");
+        CHECK_STR(argv[2], "--no-headers");
+        if (ret_stdout) {
+            *ret_stdout = xstrdup("/export      *\n"
+                                  "/srv/isos    10.0.0.0/8,host<1>\n");
+        }
+        return 0;
+    }
+    return sm_run(argv, ret_stdout, ret_err);
+}
+
+/* ---- the iso driver ---- */
+
+static void
+put_file(const char *dir, const char *name, size_t size)
+{
+    char *path = xasprintf("%s/%s", dir, name);
+    char *data = xcalloc(1, size + 1);
+
+    memset(data, 'i', size);
+    CHECK_INT(write_file_atomic(path, data, size, 0644), 0);
+    free(data);
+    free(path);
+}
+
+TEST(test_iso_lists_images_read_only)
+{
+    const struct sm_driver *drv = &sm_iso_driver;
+    char *dir = make_temp_dir(), *err = NULL, *sub;
+    struct sm_vdi_info info, *vdis = NULL, *again = NULL;
+    struct sm_attach a = { NULL, NULL, false };
+    const struct sm_map *config = MAP({ "location", dir });
+    struct sm_sr *sr = NULL;
+    char sr_uuid[37];
+    size_t n = 0, n2 = 0;
+
+    uuid_generate(sr_uuid);
+    put_file(dir, "debian.iso", 4096);
+    put_file(dir, "tools.IMG", 1024);
+    put_file(dir, "notes.txt", 10);
+    put_file(dir, ".hidden.iso", 10);
+    sub = xasprintf("%s/dir.iso", dir);
+    mkdir(sub, 0755);
+    free(sub);
+    memset(&info, 0, sizeof info);
+    CHECK_INT(drv->create(dir, sr_uuid, config, 0, &err), 0);
+    CHECK_INT(drv->attach(dir, sr_uuid, config, &sr, &err), 0);
+    if (!sr) {
+        free(err);
+        remove_tree(dir);
+        free(dir);
+        return;
+    }
+    CHECK_INT(drv->scan(sr, &vdis, &n, &err), 0);
+    CHECK_INT(n, 2);
+    CHECK_INT(drv->scan(sr, &again, &n2, &err), 0);
+    for (size_t i = 0; i < n; i++) {
+        bool same = false;
+
+        CHECK(vdis[i].read_only);
+        CHECK_STR(vdis[i].format, "iso");
+        CHECK(!strcmp(vdis[i].location, "debian.iso")
+              || !strcmp(vdis[i].location, "tools.IMG"));
+        CHECK(uuid_is_valid(vdis[i].uuid));
+        /* Stable: the same file gets the same uuid at every scan. */
+        for (size_t j = 0; j < n2; j++) {
+            same = same || (!strcmp(vdis[i].uuid, again[j].uuid)
+                            && !strcmp(vdis[i].location,
+                                       again[j].location));
+        }
+        CHECK(same);
+    }
+    for (size_t i = 0; i < n; i++) {
+        sm_vdi_info_clear(&vdis[i]);
+    }
+    for (size_t i = 0; i < n2; i++) {
+        sm_vdi_info_clear(&again[i]);
+    }
+    free(vdis);
+    free(again);
+    CHECK_INT(drv->vdi_info(sr, "debian.iso", &info, &err), 0);
+    CHECK_INT(info.virtual_size, 4096);
+    sm_vdi_info_clear(&info);
+    CHECK_INT(drv->vdi_info(sr, "../debian.iso", &info, &err), -ENOENT);
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->vdi_attach(sr, "debian.iso", true, &a, &err), -EROFS);
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->vdi_attach(sr, "debian.iso", false, &a, &err), 0);
+    CHECK_STR(a.format, "raw");
+    CHECK(a.read_only && a.path && strstr(a.path, "/debian.iso"));
+    sm_attach_clear(&a);
+    CHECK_INT(drv->vdi_create(sr, sr_uuid, MiB, EMPTY_MAP, &info, &err),
+              -EROFS);
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->vdi_destroy(sr, "debian.iso", &err), -EROFS);
+    free(err);
+    err = NULL;
+    CHECK(drv->vdi_snapshot == NULL && drv->vdi_clone == NULL);
+    drv->detach(sr);
+    remove_tree(dir);
+    free(dir);
+}
+
+TEST(test_iso_mounts_nfs_and_cifs_read_only)
+{
+    const struct sm_driver *drv = &sm_iso_driver;
+    char *state = make_temp_dir(), *err = NULL;
+    struct sm_sr *sr = NULL;
+    char sr_uuid[37];
+
+    uuid_generate(sr_uuid);
+    sm_run_hook = fake_run;
+    fake.really_mount = false;
+    CHECK_INT(drv->attach(state, sr_uuid,
+                          MAP({ "location", "nas:/srv/isos" }), &sr, &err),
+              0);
+    CHECK_STR(fake.type, "nfs");
+    CHECK_STR(fake.source, "nas:/srv/isos");
+    CHECK(fake.options && str_starts_with(fake.options, "ro,"));
+    drv->detach(sr);
+    sr = NULL;
+    CHECK_INT(drv->attach(state, sr_uuid,
+                          MAP({ "location", "//nas/isos" },
+                              { "username", "alice" },
+                              { "cifspassword", "s3cret" }), &sr, &err), 0);
+    CHECK_STR(fake.type, "cifs");
+    CHECK_STR(fake.source, "//nas/isos");
+    /* The password goes through a private file, not the command line. */
+    CHECK(fake.options && !strstr(fake.options, "s3cret"));
+    CHECK(fake.credentials && strstr(fake.credentials, "username=alice")
+          && strstr(fake.credentials, "password=s3cret"));
+    drv->detach(sr);
+    CHECK_INT(drv->attach(state, sr_uuid, MAP({ "location", "relative" }),
+                          &sr, &err), -EINVAL);
+    free(err);
+    sm_run_hook = NULL;
+    fake_reset();
+    remove_tree(state);
+    free(state);
+}
+
+/* ---- the nfs driver ---- */
+
+TEST(test_nfs_real_mount)
+{
+    char *data = NULL;
+    size_t len;
+    bool nfs = false;
+
+    if (!read_file("/proc/filesystems", 65536, &data, &len)) {
+        nfs = strstr(data, "\tnfs\n") != NULL;
+        free(data);
+    }
+    if (!nfs || system("command -v mount.nfs >/dev/null 2>&1")) {
+        SKIP("this kernel has no nfs filesystem (or nfs-common is "
+             "missing): the nfs driver is tested with its mounts turned "
+             "into bind mounts of a local export");
+    }
+    SKIP("no NFS server to mount in the unit tests");
+}
+
+TEST(test_nfs_mounts_with_xenserver_options)
+{
+    struct fixture f;
+    struct model *a, *s;
+    char *err = NULL, *xml = NULL, *export_dir;
+    const int blocks[] = { 0, 4 };
+    struct sm_kv kv[] = {
+        { "server", "nas.example" },
+        { "serverpath", "/export" },
+        { "options", "noatime" },
+    };
+    struct sm_map config = { kv, ARRAY_SIZE(kv) };
+
+    if (geteuid() != 0) {
+        SKIP("bind mounts need root");
+    }
+    memset(&f, 0, sizeof f);
+    f.drv = &sm_nfs_driver;
+    f.dir = make_temp_dir();
+    f.config = &config;
+    uuid_generate(f.sr_uuid);
+    fake.export_root = xasprintf("%s/server", f.dir);
+    fake.really_mount = true;
+    export_dir = xasprintf("%s/export", fake.export_root);
+    CHECK_INT(sh("mkdir -p '%s'", export_dir), 0);
+    sm_run_hook = fake_run;
+
+    CHECK_INT(f.drv->create(f.dir, f.sr_uuid, &config, 0, &err), 0);
+    CHECK_STR(fake.type, "nfs");
+    CHECK_STR(fake.source, "nas.example:/export");
+    CHECK_STR(fake.options, "soft,proto=tcp,vers=3,acdirmin=0,acdirmax=0,"
+              "timeo=133,retrans=2147483647,noatime");
+    f.location = xasprintf("%s/%s", export_dir, f.sr_uuid);
+    CHECK(access(f.location, F_OK) == 0);
+    CHECK(fixture_attach(&f));
+    {
+        char *want = xasprintf("nas.example:/export/%s", f.sr_uuid);
+
+        CHECK_STR(fake.source, want);
+        free(want);
+    }
+    if (f.sr) {
+        a = create_vdi(&f, VSIZE, NULL);
+        CHECK(a && write_blocks(&f, a, blocks, 2, 5));
+        s = a ? copy_vdi(&f, a, false) : NULL;
+        CHECK(s && write_blocks(&f, a, blocks + 1, 1, 6));
+        CHECK(check_all(&f));
+        /* The images are on the "server". */
+        CHECK_INT(count_files(f.location, ".vhd"), 3);
+        fixture_detach(&f);
+    }
+
+    /* Probe: the exports, then the SRs of one export. */
+    CHECK_INT(f.drv->probe(MAP({ "server", "nas.example" }), EMPTY_MAP, &xml,
+                           &err), 0);
+    CHECK(xml && strstr(xml, "<nfs-exports>")
+          && strstr(xml, "<Path>/export</Path>")
+          && strstr(xml, "<Accesslist>*</Accesslist>")
+          && strstr(xml, "<Target>nas.example</Target>")
+          && strstr(xml, "10.0.0.0/8,host&lt;1&gt;"));
+    free(xml);
+    xml = NULL;
+    CHECK_INT(f.drv->probe(MAP({ "server", "nas.example" },
+                               { "serverpath", "/export" },
+                               { "nfsversion", "4.1" }), EMPTY_MAP, &xml,
+                           &err), 0);
+    CHECK(xml && strstr(xml, "<SRlist>") && strstr(xml, f.sr_uuid));
+    CHECK(fake.options && strstr(fake.options, "vers=4.1"));
+    free(xml);
+    CHECK_INT(f.drv->probe(MAP({ "server", "nas.example" },
+                               { "nfsversion", "2" }), EMPTY_MAP, &xml,
+                           &err), -EINVAL);
+    free(err);
+    err = NULL;
+    CHECK_INT(f.drv->destroy(f.dir, f.sr_uuid, &config, &err), 0);
+    CHECK(access(f.location, F_OK) != 0);
+    free(err);
+    sm_run_hook = NULL;
+    fake.really_mount = false;
+    fake_reset();
+    free(fake.export_root);
+    fake.export_root = NULL;
+    free(export_dir);
+    f.config = NULL;
+    fixture_destroy(&f);
+}
+
+/* ---- the ext driver ---- */
+
+TEST(test_ext_on_a_loop_device)
+{
+    struct fixture f;
+    struct model *a, *s;
+    char *err = NULL, *xml = NULL, *image, *out = NULL;
+    char loopdev[64] = "";
+    const int blocks[] = { 1, 2 };
+    struct sm_sr_stat st;
+    struct sm_kv kv[1];
+    struct sm_map config = { kv, 1 };
+    FILE *p;
+
+    if (geteuid() != 0) {
+        SKIP("needs root for losetup and mount");
+    }
+    if (system("command -v losetup >/dev/null && "
+               "command -v mkfs.ext4 >/dev/null")) {
+        SKIP("losetup or mkfs.ext4 (e2fsprogs) missing");
+    }
+    memset(&f, 0, sizeof f);
+    f.drv = &sm_ext_driver;
+    f.dir = make_temp_dir();
+    image = xasprintf("%s/disk.img", f.dir);
+    CHECK_INT(sh("truncate -s 96M '%s'", image), 0);
+    out = xasprintf("losetup -f --show '%s' 2>/dev/null", image);
+    p = popen(out, "r");
+    free(out);
+    if (!p || !fgets(loopdev, sizeof loopdev, p)) {
+        if (p) {
+            pclose(p);
+        }
+        remove_tree(f.dir);
+        free(f.dir);
+        free(image);
+        SKIP("no free loop device");
+    }
+    pclose(p);
+    loopdev[strcspn(loopdev, "\n")] = '\0';
+    if (access(loopdev, F_OK)) {
+        sh("losetup -d '%s' 2>/dev/null", loopdev);
+        remove_tree(f.dir);
+        free(f.dir);
+        free(image);
+        SKIP("losetup's device node is missing in this container");
+    }
+    kv[0].key = "device";
+    kv[0].value = loopdev;
+    f.config = &config;
+    uuid_generate(f.sr_uuid);
+
+    CHECK_INT(f.drv->create(f.dir, f.sr_uuid, &config, 0, &err), 0);
+    if (err) {
+        fprintf(stderr, "  create: %s\n", err);
+        free(err);
+        err = NULL;
+    }
+    /* The device now holds an SR: a second create is refused. */
+    {
+        char other[37];
+
+        uuid_generate(other);
+        CHECK_INT(f.drv->create(f.dir, other, &config, 0, &err), -EEXIST);
+        free(err);
+        err = NULL;
+    }
+    CHECK_INT(f.drv->probe(&config, EMPTY_MAP, &xml, &err), 0);
+    CHECK(xml && strstr(xml, f.sr_uuid));
+    free(xml);
+    f.location = xasprintf("%s/sr-mount/%s", f.dir, f.sr_uuid);
+    CHECK(fixture_attach(&f));
+    if (f.sr) {
+        struct stat root, mp;
+
+        CHECK(stat(f.location, &mp) == 0 && stat(f.dir, &root) == 0
+              && mp.st_dev != root.st_dev);
+        CHECK_INT(f.drv->stat(f.sr, &st, &err), 0);
+        CHECK(st.physical_size > 64 * MiB && st.physical_size <= 96 * MiB);
+        a = create_vdi(&f, VSIZE, NULL);
+        CHECK(a && write_blocks(&f, a, blocks, 2, 8));
+        s = a ? copy_vdi(&f, a, true) : NULL;
+        CHECK(s && write_blocks(&f, s, blocks, 1, 9));
+        CHECK(check_all(&f));
+        CHECK(s && destroy_vdi(&f, s));
+        CHECK(gc_all(&f, NULL) > 0);
+        CHECK(check_all(&f));
+        fixture_detach(&f);
+        /* Detached: unmounted, and the data is still there next time. */
+        CHECK(stat(f.location, &mp) != 0 || mp.st_dev == root.st_dev);
+        CHECK(fixture_attach(&f));
+        CHECK(check_all(&f));
+        fixture_detach(&f);
+    }
+    CHECK_INT(f.drv->destroy(f.dir, f.sr_uuid, &config, &err), 0);
+    free(err);
+    CHECK_INT(sh("losetup -d '%s'", loopdev), 0);
+    free(image);
+    f.config = NULL;
+    fixture_destroy(&f);
 }
