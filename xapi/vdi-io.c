@@ -427,7 +427,7 @@ ie_spawn(void *(*fn)(void *), void *aux)
  * with the ref in ret_ref (48 bytes), or fails HANDLE_INVALID. */
 static int
 find_vdi(struct ie_call *c, const char *vdi, char *ret_ref,
-         int64_t *ret_size)
+         int64_t *ret_size, char *ret_uuid)
 {
     struct db *db = c->x->db;
     const struct db_row *row;
@@ -439,6 +439,7 @@ find_vdi(struct ie_call *c, const char *vdi, char *ret_ref,
     }
     if (row) {
         snprintf(ret_ref, 48, "%s", row->ref);
+        snprintf(ret_uuid, 40, "%s", row->fields[F_VDI_uuid]->u.str.s);
         *ret_size = row->fields[F_VDI_virtual_size]->u.i;
     }
     db_read_unlock(db);
@@ -829,7 +830,7 @@ export_raw_vdi(struct http_exchange *hx, struct xapi *x)
 {
     const struct http_request *req = http_exchange_request(hx);
     struct export_job *j = xcalloc(1, sizeof *j);
-    char *vdi = NULL, *format = NULL, vdi_ref[48], *headers = NULL;
+    char *vdi = NULL, *format = NULL, vdi_ref[48], uuid[40], *headers = NULL;
     int64_t size;
 
     if (ie_begin(&j->call, x, hx, "VDI.export_raw",
@@ -852,7 +853,7 @@ export_raw_vdi(struct http_exchange *hx, struct xapi *x)
         api_fail(&j->call.ctx, ERR_INVALID_VALUE, "format", format);
         goto fail;
     }
-    if (find_vdi(&j->call, vdi, vdi_ref, &size)
+    if (find_vdi(&j->call, vdi, vdi_ref, &size, uuid)
         || storage_vdi_open(&j->call.ctx, vdi_ref, false, NULL, &j->h)) {
         goto fail;
     }
@@ -874,9 +875,7 @@ export_raw_vdi(struct http_exchange *hx, struct xapi *x)
                         "filename=\"%s.%s\"\r\nConnection: close",
                         j->call.task, j->format == FORMAT_RAW
                         ? "application/octet-stream" : "application/vhd",
-                        j->length, vdi_ref + (strncmp(vdi_ref, "OpaqueRef:",
-                                                      10) ? 0 : 10),
-                        j->format == FORMAT_RAW ? "raw" : "vhd");
+                        j->length, uuid, j->format == FORMAT_RAW ? "raw" : "vhd");
     api_task_set_progress(&j->call.ctx, 0);
     http_respond_takeover(hx, 200, headers, export_taken, j);
     j = NULL;
@@ -1264,7 +1263,7 @@ import_raw_vdi(struct http_exchange *hx, struct xapi *x)
 {
     const struct http_request *req = http_exchange_request(hx);
     struct import_job *j = xcalloc(1, sizeof *j);
-    char *vdi = NULL, *format = NULL, *headers = NULL;
+    char *vdi = NULL, *format = NULL, *headers = NULL, uuid[40];
     int64_t size;
 
     if (ie_begin(&j->call, x, hx, "VDI.import_raw",
@@ -1286,7 +1285,7 @@ import_raw_vdi(struct http_exchange *hx, struct xapi *x)
         api_fail(&j->call.ctx, ERR_INVALID_VALUE, "format", format);
         goto fail;
     }
-    if (find_vdi(&j->call, vdi, j->vdi_ref, &size)) {
+    if (find_vdi(&j->call, vdi, j->vdi_ref, &size, uuid)) {
         goto fail;
     }
     if (req->body_streamed && !req->body_chunked && j->format == FORMAT_RAW

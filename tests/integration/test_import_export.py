@@ -598,6 +598,72 @@ try:
         bad_import('test_import_xva_without_ova_xml_is_refused',
                    rewrite(t, no_ova), 'IMPORT_ERROR_UNEXPECTED_FILE')
 
+        def xxh64(data_):
+            """XXH64, seed 0 (newer XenServers write .xxhash members)."""
+            M = (1 << 64) - 1
+            P1, P2, P3 = 11400714785074694791, 14029467366897019727, \
+                1609587929392839161
+            P4, P5 = 9650029242287828579, 2870177450012600261
+
+            def rotl(x, r):
+                return ((x << r) | (x >> (64 - r))) & M
+
+            def rnd(acc, v):
+                return rotl((acc + v * P2) & M, 31) * P1 & M
+            n, i = len(data_), 0
+            if n >= 32:
+                v = [(P1 + P2) & M, P2, 0, (-P1) & M]
+                while i + 32 <= n:
+                    for k in range(4):
+                        v[k] = rnd(v[k], int.from_bytes(
+                            data_[i + 8 * k:i + 8 * k + 8], 'little'))
+                    i += 32
+                h = (rotl(v[0], 1) + rotl(v[1], 7) + rotl(v[2], 12)
+                     + rotl(v[3], 18)) & M
+                for k in range(4):
+                    h = ((h ^ rnd(0, v[k])) * P1 + P4) & M
+            else:
+                h = P5
+            h = (h + n) & M
+            while i + 8 <= n:
+                h ^= rnd(0, int.from_bytes(data_[i:i + 8], 'little'))
+                h = (rotl(h, 27) * P1 + P4) & M
+                i += 8
+            if i + 4 <= n:
+                h ^= int.from_bytes(data_[i:i + 4], 'little') * P1 & M
+                h = (rotl(h, 23) * P2 + P3) & M
+                i += 4
+            while i < n:
+                h ^= data_[i] * P5 & M
+                h = rotl(h, 11) * P1 & M
+                i += 1
+            h ^= h >> 33
+            h = h * P2 & M
+            h ^= h >> 29
+            h = h * P3 & M
+            h ^= h >> 32
+            return h
+
+        @tap.test('test_import_xva_with_xxhash_checksums')
+        def _():
+            assert xxh64(b'abc') == 0x44BC2CF5AD770999
+            src = tarfile.open(fileobj=io.BytesIO(t), mode='r:')
+            out = io.BytesIO()
+            dst = tarfile.open(fileobj=out, mode='w:',
+                               format=tarfile.USTAR_FORMAT)
+            last = None
+            for m in src.getmembers():
+                data_ = src.extractfile(m).read()
+                if m.name.endswith('.checksum'):
+                    m.name = m.name[:-len('.checksum')] + '.xxhash'
+                    data_ = b'%016X' % xxh64(last)
+                last = data_
+                m.size = len(data_)
+                dst.addfile(m, io.BytesIO(data_))
+            dst.close()
+            st, h, body, rec = import_xva(out.getvalue())
+            assert rec['status'] == 'success', rec
+
         @tap.test('test_import_xva_with_force_ignores_bad_checksums')
         def _():
             bad_sum.done = False
