@@ -677,6 +677,30 @@ try:
             assert st == 400 and b'IMPORT_ERROR_PREMATURE_EOF' in body, \
                 (st, body)
 
+    @tap.test('test_gzip_export_and_import_when_zlib_is_built_in')
+    def _():
+        import gzip
+        if 'tar' not in xva:
+            raise Skip('no export')
+        st, h, body = request('GET', '/export?' + q(ref=vm,
+                                                    use_compression='true'))
+        if st == 400:
+            raise Skip('this daemon has no zlib (use_compression refused)')
+        assert st == 200 and body[:2] == b'\x1f\x8b', (st, body[:10])
+        plain = gzip.decompress(body)
+        names = tarfile.open(fileobj=io.BytesIO(plain), mode='r:').getnames()
+        assert names == tarfile.open(fileobj=io.BytesIO(xva['tar']),
+                                     mode='r:').getnames()
+        st, h, _, rec = import_xva(gzip.compress(xva['tar'], 6))
+        assert rec['status'] == 'success', rec
+        nvm = re.findall(r'OpaqueRef:[0-9a-f-]+', rec['result'])[0]
+        vbd = [b for b in c.VM.get_VBDs(s, nvm)
+               if c.VBD.get_userdevice(s, b) == '0'][0]
+        _, _, got = export_raw(c.VBD.get_VDI(s, vbd))
+        assert got[:len(disk0)] == disk0
+        st, h, _, rec = import_xva(gzip.compress(xva['tar'])[:-5000])
+        assert rec['status'] == 'failure', rec
+
     @tap.test('test_export_of_a_running_vm_is_refused')
     def _():
         vm2, _ = new_vm('running', [])
