@@ -257,7 +257,14 @@ struct nbd_client {
 };
 
 struct nbd_server {
+    /* The device, NULL while paused.  Read and replaced only under
+     * dev_mutex. */
     struct blockdev *dev;
+    /* What clients are told and checked against.  A resume may grow it
+     * (an online resize); it never shrinks.  Accessed with __atomic
+     * builtins, because request checks read it outside dev_mutex. */
+    uint64_t size;
+    bool can_trim;
     char *export_name;      /* never NULL; "" for the default export only */
     char *description;      /* NULL: none */
     bool read_only;
@@ -266,6 +273,8 @@ struct nbd_server {
     int handshake_timeout_ms;
 
     pthread_mutex_t dev_mutex;      /* serializes every device call */
+    pthread_cond_t dev_cond;        /* signalled on resume and on stop */
+    bool paused;                    /* under dev_mutex */
 
     bool qos;
     pthread_mutex_t qos_mutex;
@@ -285,6 +294,12 @@ static bool
 server_stopping(const struct nbd_server *srv)
 {
     return __atomic_load_n(&srv->stopping, __ATOMIC_ACQUIRE);
+}
+
+static uint64_t
+server_size(const struct nbd_server *srv)
+{
+    return __atomic_load_n(&srv->size, __ATOMIC_RELAXED);
 }
 
 /* A token bucket's burst: a tenth of a second's worth, so a limit holds
@@ -319,6 +334,8 @@ nbd_server_create(struct blockdev *dev, const struct nbd_server_config *cfg,
         return rc;
     }
     srv->dev = dev;
+    srv->size = dev->size;
+    srv->can_trim = dev->ops->trim != NULL;
     srv->export_name = xstrdup(cfg->export_name ? cfg->export_name : "");
     srv->description = cfg->description ? xstrdup(cfg->description) : NULL;
     srv->read_only = cfg->read_only || dev->read_only;
@@ -337,12 +354,13 @@ nbd_server_create(struct blockdev *dev, const struct nbd_server_config *cfg,
         srv->tflags |= NBD_FLAG_READ_ONLY;
     } else {
         srv->tflags |= NBD_FLAG_SEND_WRITE_ZEROES;
-        if (dev->ops->trim) {
+        if (srv->can_trim) {
             srv->tflags |= NBD_FLAG_SEND_TRIM;
         }
     }
 
     pthread_mutex_init(&srv->dev_mutex, NULL);
+    pthread_cond_init(&srv->dev_cond, NULL);
     pthread_mutex_init(&srv->qos_mutex, NULL);
     pthread_mutex_init(&srv->mutex, NULL);
     pthread_cond_init(&srv->cond, NULL);
@@ -365,6 +383,7 @@ nbd_server_destroy(struct nbd_server *srv)
     close(srv->stop_pipe[0]);
     close(srv->stop_pipe[1]);
     pthread_mutex_destroy(&srv->dev_mutex);
+    pthread_cond_destroy(&srv->dev_cond);
     pthread_mutex_destroy(&srv->qos_mutex);
     pthread_mutex_destroy(&srv->mutex);
     pthread_cond_destroy(&srv->cond);
@@ -555,7 +574,7 @@ handle_info_or_go(struct nbd_conn *conn, uint32_t option,
                                  "no such export");
     }
 
-    put_be64(info, srv->dev->size);
+    put_be64(info, server_size(srv));
     put_be16(info + 8, srv->tflags);
     rc = send_info(conn, option, NBD_INFO_EXPORT, info, 10);
     if (rc) {
@@ -679,7 +698,7 @@ negotiate(struct nbd_conn *conn)
                 return -ECONNRESET;
             }
             memset(reply, 0, sizeof reply);
-            put_be64(reply, srv->dev->size);
+            put_be64(reply, server_size(srv));
             put_be16(reply + 8, srv->tflags);
             return conn_write(conn, reply, reply_len);
         }
@@ -750,7 +769,7 @@ nbd_request_decode(const uint8_t hdr[NBD_REQUEST_SIZE],
 static bool
 range_ok(const struct nbd_server *srv, uint64_t offset, uint64_t length)
 {
-    uint64_t size = srv->dev->size;
+    uint64_t size = server_size(srv);
     return length <= size && offset <= size - length;
 }
 
@@ -789,7 +808,7 @@ check_request(const struct nbd_server *srv, const struct nbd_request *req)
         if (srv->read_only) {
             return NBD_EPERM;
         }
-        if (!srv->dev->ops->trim
+        if (!srv->can_trim
             || !range_ok(srv, req->offset, req->length)) {
             return NBD_EINVAL;
         }
@@ -846,16 +865,98 @@ send_reply(struct nbd_conn *conn, uint64_t handle, uint32_t error,
     return conn->io->writev(conn->io->aux, iov, len ? 2 : 1);
 }
 
+/* Takes the device for one call.  While the server is paused the caller
+ * waits here: that is how requests are held, and since the connection's
+ * thread waits, the client's further requests queue in the socket.
+ * Returns NULL (with the lock released) when the server stops meanwhile;
+ * otherwise the device, with dev_mutex held until dev_put(). */
+static struct blockdev *
+dev_get(struct nbd_server *srv)
+{
+    pthread_mutex_lock(&srv->dev_mutex);
+    while (srv->paused && !server_stopping(srv)) {
+        pthread_cond_wait(&srv->dev_cond, &srv->dev_mutex);
+    }
+    if (srv->paused) {
+        pthread_mutex_unlock(&srv->dev_mutex);
+        return NULL;
+    }
+    return srv->dev;
+}
+
+static void
+dev_put(struct nbd_server *srv)
+{
+    pthread_mutex_unlock(&srv->dev_mutex);
+}
+
 static int
 dev_flush(struct nbd_server *srv)
 {
-    struct blockdev *dev = srv->dev;
+    struct blockdev *dev = dev_get(srv);
     int rc;
 
-    pthread_mutex_lock(&srv->dev_mutex);
+    if (!dev) {
+        return -ESHUTDOWN;
+    }
     rc = dev->ops->flush(dev);
+    dev_put(srv);
+    return rc;
+}
+
+int
+nbd_server_pause(struct nbd_server *srv)
+{
+    int rc = 0;
+
+    /* Holding dev_mutex means no device call is in progress; setting
+     * paused before letting go means none starts until the resume. */
+    pthread_mutex_lock(&srv->dev_mutex);
+    if (!srv->paused) {
+        if (!srv->read_only) {
+            rc = srv->dev->ops->flush(srv->dev);
+        }
+        if (!rc) {
+            srv->paused = true;
+            srv->dev = NULL;
+        }
+    }
     pthread_mutex_unlock(&srv->dev_mutex);
     return rc;
+}
+
+int
+nbd_server_resume(struct nbd_server *srv, struct blockdev *dev)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&srv->dev_mutex);
+    if (!srv->paused) {
+        rc = -EALREADY;
+    } else if (dev->size < server_size(srv)) {
+        /* Clients were told the old size and may address all of it. */
+        rc = -EINVAL;
+    } else if (dev->read_only && !srv->read_only) {
+        rc = -EROFS;
+    } else {
+        srv->dev = dev;
+        srv->paused = false;
+        __atomic_store_n(&srv->size, dev->size, __ATOMIC_RELAXED);
+        pthread_cond_broadcast(&srv->dev_cond);
+    }
+    pthread_mutex_unlock(&srv->dev_mutex);
+    return rc;
+}
+
+bool
+nbd_server_paused(struct nbd_server *srv)
+{
+    bool paused;
+
+    pthread_mutex_lock(&srv->dev_mutex);
+    paused = srv->paused;
+    pthread_mutex_unlock(&srv->dev_mutex);
+    return paused;
 }
 
 /* Zeroes a range through the device's write_zeroes, or by writing zeroes
@@ -865,14 +966,16 @@ static int
 dev_write_zeroes(struct nbd_conn *conn, uint64_t offset, uint64_t len)
 {
     struct nbd_server *srv = conn->srv;
-    struct blockdev *dev = srv->dev;
+    struct blockdev *dev = dev_get(srv);
     int rc = -EOPNOTSUPP;
 
-    if (dev->ops->write_zeroes) {
-        pthread_mutex_lock(&srv->dev_mutex);
-        rc = dev->ops->write_zeroes(dev, offset, len);
-        pthread_mutex_unlock(&srv->dev_mutex);
+    if (!dev) {
+        return -ESHUTDOWN;
     }
+    if (dev->ops->write_zeroes) {
+        rc = dev->ops->write_zeroes(dev, offset, len);
+    }
+    dev_put(srv);
     if (rc != -EOPNOTSUPP) {
         return rc;
     }
@@ -882,9 +985,12 @@ dev_write_zeroes(struct nbd_conn *conn, uint64_t offset, uint64_t len)
     rc = 0;
     while (len > 0 && !rc) {
         size_t chunk = (size_t) MIN(len, (uint64_t) NBD_ZERO_CHUNK);
-        pthread_mutex_lock(&srv->dev_mutex);
+        dev = dev_get(srv);
+        if (!dev) {
+            return -ESHUTDOWN;
+        }
         rc = dev->ops->write(dev, conn->zeroes, offset, chunk);
-        pthread_mutex_unlock(&srv->dev_mutex);
+        dev_put(srv);
         offset += chunk;
         len -= chunk;
     }
@@ -898,7 +1004,7 @@ static int
 handle_request(struct nbd_conn *conn, const struct nbd_request *req)
 {
     struct nbd_server *srv = conn->srv;
-    struct blockdev *dev = srv->dev;
+    struct blockdev *dev;
     uint32_t error;
     uint8_t *buf;
     int rc;
@@ -926,10 +1032,16 @@ handle_request(struct nbd_conn *conn, const struct nbd_request *req)
             return -ESHUTDOWN;
         }
         buf = conn_buffer(conn, req->length);
-        pthread_mutex_lock(&srv->dev_mutex);
-        rc = req->length ? dev->ops->read(dev, buf, req->offset, req->length)
-                         : 0;
-        pthread_mutex_unlock(&srv->dev_mutex);
+        if (req->length) {
+            dev = dev_get(srv);
+            if (!dev) {
+                return -ESHUTDOWN;
+            }
+            rc = dev->ops->read(dev, buf, req->offset, req->length);
+            dev_put(srv);
+        } else {
+            rc = 0;
+        }
         if (rc) {
             /* A simple reply carrying an error has no payload. */
             return send_reply(conn, req->handle, nbd_error_from_errno(rc),
@@ -947,13 +1059,16 @@ handle_request(struct nbd_conn *conn, const struct nbd_request *req)
         if (!qos_throttle(srv, req->length)) {
             return -ESHUTDOWN;
         }
-        pthread_mutex_lock(&srv->dev_mutex);
+        dev = dev_get(srv);
+        if (!dev) {
+            return -ESHUTDOWN;
+        }
         rc = req->length ? dev->ops->write(dev, buf, req->offset, req->length)
                          : 0;
         if (!rc && (req->flags & NBD_CMD_FLAG_FUA)) {
             rc = dev->ops->flush(dev);
         }
-        pthread_mutex_unlock(&srv->dev_mutex);
+        dev_put(srv);
         break;
 
     case NBD_CMD_WRITE_ZEROES:
@@ -971,12 +1086,18 @@ handle_request(struct nbd_conn *conn, const struct nbd_request *req)
         if (!qos_throttle(srv, 0)) {
             return -ESHUTDOWN;
         }
-        pthread_mutex_lock(&srv->dev_mutex);
-        rc = req->length ? dev->ops->trim(dev, req->offset, req->length) : 0;
+        dev = dev_get(srv);
+        if (!dev) {
+            return -ESHUTDOWN;
+        }
+        /* The device reopened after a pause may lack trim, although the
+         * client was told it could send it. */
+        rc = !req->length ? 0 : dev->ops->trim
+             ? dev->ops->trim(dev, req->offset, req->length) : -ENOTSUP;
         if (!rc && (req->flags & NBD_CMD_FLAG_FUA)) {
             rc = dev->ops->flush(dev);
         }
-        pthread_mutex_unlock(&srv->dev_mutex);
+        dev_put(srv);
         break;
 
     case NBD_CMD_FLUSH:
@@ -1216,6 +1337,12 @@ stop_clients(struct nbd_server *srv)
 {
     struct timespec deadline;
 
+    /* Requests held by a pause give up: stopping is set already, and
+     * dev_get() checks it under dev_mutex, so none misses this. */
+    pthread_mutex_lock(&srv->dev_mutex);
+    pthread_cond_broadcast(&srv->dev_cond);
+    pthread_mutex_unlock(&srv->dev_mutex);
+
     pthread_mutex_lock(&srv->mutex);
     for (unsigned int i = 0; i < srv->max_clients; i++) {
         struct nbd_client *client = &srv->clients[i];
@@ -1300,7 +1427,8 @@ nbd_server_run(struct nbd_server *srv, int listen_fd)
     }
 
     stop_clients(srv);
-    if (!srv->read_only) {
+    /* A paused server has flushed already and holds no device. */
+    if (!srv->read_only && !nbd_server_paused(srv)) {
         int r = dev_flush(srv);
         if (r) {
             LOG_ERR("nbd: flushing the device at shutdown: %s", strerror(-r));

@@ -69,6 +69,30 @@ int nbd_server_run(struct nbd_server *srv, int listen_fd);
 /* Asks nbd_server_run() to return.  Async-signal-safe: may be called from
  * a signal handler or from any thread, any number of times. */
 void nbd_server_stop(struct nbd_server *srv);
+/* Pausing, so that the image under a running server can be swapped (a
+ * snapshot or a GC step makes a new leaf at the same path): what
+ * xapi-tapdisk's "pause" and "unpause" commands do.
+ *
+ * nbd_server_pause() waits for the device call in progress, flushes the
+ * device (if writable) and holds every later device call: clients stay
+ * connected, the request each connection is on waits, and further ones
+ * queue in the socket.  From its return the server does not touch the
+ * device, which the caller may close.  If the flush fails the server goes
+ * on serving and its error is returned.  Pausing a paused server does
+ * nothing.
+ *
+ * nbd_server_resume() gives it a device again (the reopened image) and
+ * lets the held requests go.  The device must be at least as large as
+ * before (-EINVAL: clients may address all they were told) and writable
+ * if the export is (-EROFS); a larger one is advertised to new clients.
+ * -EALREADY if the server is not paused.  On failure it stays paused.
+ *
+ * A server stopped while paused drops the held requests' connections and
+ * does not flush.  These calls may come from any thread but are not
+ * async-signal-safe. */
+int nbd_server_pause(struct nbd_server *srv);
+int nbd_server_resume(struct nbd_server *srv, struct blockdev *dev);
+bool nbd_server_paused(struct nbd_server *srv);
 /* Destroys a server that is not running.  Does not close the device. */
 void nbd_server_destroy(struct nbd_server *srv);
 

@@ -6,6 +6,8 @@
  * listens, prints "ready" on stdout, and
  * serves with storage/nbd-server.c until SIGTERM or SIGINT, when it lets
  * requests in flight finish, flushes, removes its socket and exits 0.
+ * Meanwhile a control thread reads commands on stdin ("pause", "unpause")
+ * from the toolstack (storage/tapdisk-ctl.c) and answers on stdout.
  * docs/block-server.md has the command line and the design. */
 #include <config.h>
 
@@ -17,6 +19,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +70,228 @@ open_vhd(const char *path, bool read_only, struct blockdev **ret_dev,
     return blockdev_open_vhd(path, read_only, ret_dev, ret_err);
 }
 
+static int
+open_device(const char *raw_path, const char *vhd_path, bool read_only,
+            struct blockdev **ret_dev, char **ret_err)
+{
+    return raw_path ? blockdev_open_raw(raw_path, read_only, ret_dev, ret_err)
+                    : open_vhd(vhd_path, read_only, ret_dev, ret_err);
+}
+
+/* ---- The control channel. ----
+ *
+ * One command per line on stdin, one answer per line on stdout:
+ *
+ *   pause    -> "paused" once requests in flight are done, the image is
+ *               flushed and closed; later requests are held
+ *   unpause  -> "resumed" once the image (the same path, perhaps a new
+ *               file) is open again and the held requests go on
+ *
+ * or "error MESSAGE".  A command may carry a token, a word starting with
+ * '#' ("pause #12"); the answer then repeats it ("paused #12", "error #12
+ * MESSAGE"), so that a controller that gave up waiting can tell a late
+ * answer from the one it waits for.  Both commands are idempotent.  End of
+ * file on stdin means the toolstack went away; the disk is still in use,
+ * so the server goes on serving, as a tapdisk outlives a restart of xapi
+ * on XenServer. */
+
+#define CONTROL_MAX_LINE 256
+
+struct control {
+    pthread_mutex_t mutex;      /* against the shutdown in main() */
+    struct nbd_server *srv;
+    struct blockdev *dev;       /* NULL while paused */
+    const char *raw_path, *vhd_path;
+    bool read_only;
+    bool stopped;               /* the server has stopped; hands off */
+};
+
+static struct control the_control = { .mutex = PTHREAD_MUTEX_INITIALIZER };
+
+/* Writes one answer line.  A toolstack that went away makes this fail
+ * with EPIPE (SIGPIPE is ignored), which changes nothing. */
+static void
+control_answer(const char *word, const char *token, const char *msg)
+{
+    char *line = xasprintf("%s%s%s%s%s\n", word, token ? " " : "",
+                           token ? token : "", msg ? " " : "",
+                           msg ? msg : "");
+    size_t len = strlen(line), done = 0;
+
+    /* A message is one line, whatever a library put in it. */
+    for (char *p = line; p < line + len - 1; p++) {
+        if (*p == '\n' || *p == '\r') {
+            *p = ' ';
+        }
+    }
+    while (done < len) {
+        ssize_t r = write(STDOUT_FILENO, line + done, len - done);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        done += (size_t) r;
+    }
+    free(line);
+}
+
+/* Quiesces the server and closes the image.  Returns 0 or -errno with a
+ * message in *ret_err. */
+static int
+control_pause(struct control *c, char **ret_err)
+{
+    int rc;
+
+    pthread_mutex_lock(&c->mutex);
+    if (c->stopped) {
+        *ret_err = xstrdup("the server is stopping");
+        rc = -ESHUTDOWN;
+        goto out;
+    }
+    if (!c->dev) {
+        rc = 0;
+        goto out;
+    }
+    rc = nbd_server_pause(c->srv);
+    if (rc) {
+        *ret_err = xasprintf("flushing the image: %s", strerror(-rc));
+        goto out;
+    }
+    /* Closing releases the image's lock, so that the storage manager can
+     * snapshot it or swap it for a new leaf. */
+    blockdev_close(c->dev);
+    c->dev = NULL;
+    LOG_INFO("paused: image closed, requests held");
+out:
+    pthread_mutex_unlock(&c->mutex);
+    return rc;
+}
+
+/* Reopens the image at its path and lets the held requests go.  On
+ * failure the server stays paused, and a later unpause may retry. */
+static int
+control_unpause(struct control *c, char **ret_err)
+{
+    struct blockdev *dev = NULL;
+    char *err = NULL;
+    int rc;
+
+    pthread_mutex_lock(&c->mutex);
+    if (c->stopped) {
+        *ret_err = xstrdup("the server is stopping");
+        rc = -ESHUTDOWN;
+        goto out;
+    }
+    if (c->dev) {
+        rc = 0;
+        goto out;
+    }
+    rc = open_device(c->raw_path, c->vhd_path, c->read_only, &dev, &err);
+    if (rc) {
+        *ret_err = err ? err : xasprintf("reopening the image: %s",
+                                         strerror(-rc));
+        err = NULL;
+        goto out;
+    }
+    rc = nbd_server_resume(c->srv, dev);
+    if (rc) {
+        *ret_err = xasprintf(rc == -EINVAL ? "the reopened image is smaller "
+                             "than the one served (%"PRIu64" bytes)"
+                             : "the reopened image is read-only (%"PRIu64
+                             " bytes)", dev->size);
+        goto out;
+    }
+    c->dev = dev;
+    dev = NULL;
+    LOG_INFO("resumed: %s reopened", c->raw_path ? c->raw_path
+                                                 : c->vhd_path);
+out:
+    pthread_mutex_unlock(&c->mutex);
+    blockdev_close(dev);
+    free(err);
+    return rc;
+}
+
+static void
+control_command(struct control *c, char *line)
+{
+    char *save = NULL;
+    char *cmd = strtok_r(line, " \t\r", &save);
+    char *token = strtok_r(NULL, " \t\r", &save);
+    char *err = NULL;
+
+    if (!cmd) {
+        return;
+    }
+    if (token && (token[0] != '#' || strtok_r(NULL, " \t\r", &save))) {
+        control_answer("error", NULL, "usage: pause|unpause [#TOKEN]");
+        return;
+    }
+    if (!strcmp(cmd, "pause")) {
+        if (control_pause(c, &err)) {
+            control_answer("error", token, err);
+        } else {
+            control_answer("paused", token, NULL);
+        }
+    } else if (!strcmp(cmd, "unpause")) {
+        if (control_unpause(c, &err)) {
+            LOG_ERR("unpause: %s", err);
+            control_answer("error", token, err);
+        } else {
+            control_answer("resumed", token, NULL);
+        }
+    } else {
+        control_answer("error", token, "unknown command");
+    }
+    free(err);
+}
+
+static void *
+control_thread(void *c_)
+{
+    struct control *c = c_;
+    char buf[CONTROL_MAX_LINE];
+    size_t len = 0;
+    bool overlong = false;
+
+    for (;;) {
+        ssize_t r = read(STDIN_FILENO, buf + len, sizeof buf - 1 - len);
+        char *nl;
+
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        len += (size_t) r;
+        while ((nl = memchr(buf, '\n', len))) {
+            size_t n = (size_t) (nl - buf) + 1;
+
+            *nl = '\0';
+            if (overlong) {
+                overlong = false;
+            } else {
+                control_command(c, buf);
+            }
+            memmove(buf, buf + n, len - n);
+            len -= n;
+        }
+        if (len == sizeof buf - 1) {
+            /* No command is this long: drop the line up to its end. */
+            if (!overlong) {
+                control_answer("error", NULL, "line too long");
+            }
+            overlong = true;
+            len = 0;
+        }
+    }
+    LOG_INFO("control channel closed: serving on");
+    return NULL;
+}
+
 static bool
 parse_count(const char *s, uint64_t *ret_v)
 {
@@ -106,7 +331,10 @@ main(int argc, char *argv[])
     const char *socket_path = NULL, *raw_path = NULL, *vhd_path = NULL;
     struct blockdev *dev = NULL;
     struct nbd_server *srv = NULL;
+    struct control *control = &the_control;
     struct sigaction sa;
+    pthread_attr_t attr;
+    pthread_t thread;
     char *err = NULL;
     int listen_fd = -1;
     int status = 1;
@@ -194,20 +422,23 @@ main(int argc, char *argv[])
         return 2;
     }
 
-    rc = raw_path ? blockdev_open_raw(raw_path, cfg.read_only, &dev, &err)
-                  : open_vhd(vhd_path, cfg.read_only, &dev, &err);
+    /* Start-up errors also go to stdout as "error MESSAGE", where the
+     * toolstack waits for "ready". */
+    rc = open_device(raw_path, vhd_path, cfg.read_only, &dev, &err);
     if (rc) {
-        LOG_ERR("%s", err ? err : strerror(-rc));
+        if (!err) {
+            err = xstrdup(strerror(-rc));
+        }
         goto out;
     }
     rc = nbd_listen_unix(socket_path, &listen_fd);
     if (rc) {
-        LOG_ERR("%s: %s", socket_path, strerror(-rc));
+        err = xasprintf("%s: %s", socket_path, strerror(-rc));
         goto out;
     }
     rc = nbd_server_create(dev, &cfg, &srv);
     if (rc) {
-        LOG_ERR("cannot create the server: %s", strerror(-rc));
+        err = xasprintf("cannot create the server: %s", strerror(-rc));
         goto out;
     }
 
@@ -228,7 +459,30 @@ main(int argc, char *argv[])
     printf("ready\n");
     fflush(stdout);
 
+    control->srv = srv;
+    control->dev = dev;
+    control->raw_path = raw_path;
+    control->vhd_path = vhd_path;
+    control->read_only = cfg.read_only;
+    dev = NULL;
+    /* Detached: at exit it may still be blocked reading stdin. */
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&thread, &attr, control_thread, control);
+    pthread_attr_destroy(&attr);
+    if (rc) {
+        LOG_WARN("no control channel: %s", strerror(rc));
+    }
+
     rc = nbd_server_run(srv, listen_fd);
+
+    /* From here on the control thread leaves the server and the device
+     * alone; the device is ours to close (NULL if paused). */
+    pthread_mutex_lock(&control->mutex);
+    control->stopped = true;
+    dev = control->dev;
+    control->dev = NULL;
+    pthread_mutex_unlock(&control->mutex);
     if (rc) {
         LOG_ERR("server failed: %s", strerror(-rc));
         goto out;
@@ -236,6 +490,10 @@ main(int argc, char *argv[])
     LOG_INFO("stopped");
     status = 0;
 out:
+    if (err) {
+        LOG_ERR("%s", err);
+        control_answer("error", NULL, err);
+    }
     if (listen_fd >= 0) {
         unlink(socket_path);
         close(listen_fd);
