@@ -384,6 +384,57 @@ try:
         rec = wait_task(task)
         assert rec['status'] == 'success' and float(rec['progress']) == 1.0
 
+    @tap.test('test_cancelling_the_task_stops_an_export')
+    def _():
+        vdi = new_vdi(256 * MiB, 'cancel')
+        task = c.task.create(s, 'export', '')
+        sk = connect()
+        try:
+            sk.sendall(('GET /export_raw_vdi?%s HTTP/1.1\r\n\r\n'
+                        % q(vdi=vdi, task_id=task)).encode())
+            sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            status, hdrs, rest = read_head(sk)
+            assert status == 200, status
+            got = len(rest) + len(sk.recv(MiB))
+            c.task.cancel(s, task)
+            while True:
+                b = sk.recv(MiB)
+                if not b:
+                    break
+                got += len(b)
+                time.sleep(0.01)
+            assert got < 256 * MiB, 'the export went on to the end'
+        finally:
+            sk.close()
+        rec = wait_task(task)
+        assert rec['status'] == 'cancelled', rec
+        assert rec['error_info'] == ['TASK_CANCELLED', task], rec
+
+    @tap.test('test_import_into_a_disk_in_use_is_refused')
+    def _():
+        t = c.VM.get_by_name_label(s, 'Debian Bookworm 12')[0]
+        vm = c.VM.clone(s, t, 'in-use')
+        c.VM.set_is_a_template(s, vm, False)
+        for old in c.VM.get_VBDs(s, vm):
+            c.VBD.destroy(s, old)
+        vdi = new_vdi(4 * MiB, 'in use')
+        c.VBD.create(s, full_record(
+            model, 'VBD', VM=vm, VDI=vdi, userdevice='0', bootable=True,
+            mode='RW', type='Disk', empty=False, other_config={},
+            qos_algorithm_type='', qos_algorithm_params={}))
+        try:
+            c.VM.start(s, vm, False, False)
+        except XenAPIError as e:
+            raise Skip('the VM does not start here: %r' % e.details)
+        try:
+            st, h, body, rec = import_raw(vdi, b'x' * MiB)
+            assert st == 409 and b'VDI_IN_USE' in body, (st, body)
+            assert rec['error_info'][:2] == ['VDI_IN_USE', vdi], rec
+        finally:
+            c.VM.hard_shutdown(s, vm)
+        st, h, body, rec = import_raw(vdi, b'x' * MiB)
+        assert rec['status'] == 'success', rec
+
     # ---- XVA ----
 
     def new_vm(name, disks):
