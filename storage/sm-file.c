@@ -1139,6 +1139,7 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
 {
     struct sm_vdi_info old;
     struct journal j = { .op = "" };
+    struct vhd *guard = NULL;
     char *x = NULL, *x_tmp = NULL, *b = NULL, *n = NULL, *n_tmp = NULL;
     char *err = NULL;
     bool journaled = false;
@@ -1193,6 +1194,17 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
     }
     uuid_generate(base);
     b = image_path(sr, base, "vhd");
+    /* The caller has paused X's data path; holding X's writer lock until
+     * the commit makes sure nothing writes the image that becomes the
+     * base (a writer that slipped in gets -EBUSY, or makes us fail). */
+    rc = vhd_open(x, false, &guard, &err);
+    if (rc) {
+        rc = fail(ret_err, rc, "VDI %s: %s", location,
+                  err ? err : strerror(-rc));
+        free(err);
+        err = NULL;
+        goto out;
+    }
 
     op_crash_point(op, "start");
     memset(&j, 0, sizeof j);
@@ -1233,6 +1245,8 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
         goto out;
     }
     op_crash_point(op, "commit");
+    vhd_close(guard);
+    guard = NULL;
     rc = set_hidden(b, true, ret_err);
     if (rc) {
         goto out;
@@ -1254,6 +1268,7 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
     op_crash_point(op, "done");
     rc = vdi_info_fill(sr, new_uuid, ret_info, ret_err);
 out:
+    vhd_close(guard);
     if (rc && journaled) {
         /* Put everything back as it was, as recovery would. */
         if (recover_snapshot(sr, &j, &err)) {
@@ -1537,7 +1552,7 @@ enum gc_action {
 
 static enum gc_action
 gc_plan(const struct catalog *c, const struct sm_gc_hooks *hooks,
-        int *ret_base, int *ret_child)
+        const bool *skip, int *ret_base, int *ret_child)
 {
     for (size_t i = 0; i < c->n; i++) {
         if (c->images[i].hidden && !c->images[i].n_children) {
@@ -1549,7 +1564,8 @@ gc_plan(const struct catalog *c, const struct sm_gc_hooks *hooks,
         const struct image *child = &c->images[i];
         int p = child->parent;
 
-        if (p < 0 || !c->images[p].hidden || c->images[p].n_children != 1) {
+        if (p < 0 || !c->images[p].hidden || c->images[p].n_children != 1
+            || (skip && skip[i])) {
             continue;
         }
         if (!child->hidden && hooks_attached(hooks, child->uuid)
@@ -1572,7 +1588,9 @@ gc_merge_leaf(struct sm_sr *sr, const char *base, const char *leaf,
     char *leaf_path = image_path(sr, leaf, "vhd");
     vhd_progress_fn *progress = hooks ? hooks->progress : NULL;
     bool paused = false, journaled = false;
-    struct journal j;
+    struct vhd *guard = NULL;
+    struct journal j = { .op = "" };
+    char *err = NULL;
     int rc;
 
     if (hooks_attached(hooks, leaf)) {
@@ -1582,6 +1600,17 @@ gc_merge_leaf(struct sm_sr *sr, const char *base, const char *leaf,
             goto out;
         }
         paused = true;
+    }
+    /* Holding the leaf open for writing takes its writer lock: a block
+     * server that opened it behind our back (or opens it now) would write
+     * where the coalesce no longer looks, and the rename would drop those
+     * writes.  Either it holds the lock and we skip the leaf, or it cannot
+     * open the leaf until the swap is done. */
+    rc = vhd_open(leaf_path, false, &guard, &err);
+    if (rc) {
+        rc = fail(ret_err, rc == -EBUSY ? -EBUSY : rc, "VDI %s: %s", leaf,
+                  err ? err : strerror(-rc));
+        goto out;
     }
     sm_crash_point("gc-leaf-start");
     rc = vhd_coalesce(leaf_path, progress, hooks ? hooks->aux : NULL,
@@ -1622,16 +1651,18 @@ gc_merge_leaf(struct sm_sr *sr, const char *base, const char *leaf,
     sm_crash_point("gc-leaf-done");
 out:
     if (rc && journaled) {
-        char *err = NULL;
+        char *rerr = NULL;
 
-        if (recover_gc(sr, &j, NULL, &err)) {
-            LOG_ERR("SR %s: %s", sr->uuid, err);
+        if (recover_gc(sr, &j, NULL, &rerr)) {
+            LOG_ERR("SR %s: %s", sr->uuid, rerr);
         }
-        free(err);
+        free(rerr);
     }
+    vhd_close(guard);
     if (paused) {
         hooks->unpause(hooks->aux, leaf);
     }
+    free(err);
     free(base_path);
     free(leaf_path);
     return rc;
@@ -1680,69 +1711,106 @@ sr_gc_step(struct sm_sr *sr, const struct sm_gc_hooks *hooks, bool *ret_more,
            char **ret_err)
 {
     struct catalog c = { NULL, 0 };
-    enum gc_action action;
+    char (*skipped)[37] = NULL;
+    size_t n_skipped = 0;
+    bool *skip = NULL;
     struct journal j;
-    int base = -1, child = -1, rc;
-    char base_uuid[37], child_uuid[37];
+    int rc;
 
     rc = journal_read(sr, GC_JOURNAL, &j);
     if (rc < 0) {
         fail(ret_err, rc, "%s/" GC_JOURNAL ": unreadable", sr->dir);
         goto out;
     } else if (rc) {
-        /* A reparent that a paused-out child held up. */
-        rc = recover_gc(sr, &j, hooks, ret_err);
-        if (rc) {
-            goto out;
+        char *err = NULL;
+
+        /* A reparent that a child in use held up. */
+        rc = recover_gc(sr, &j, hooks, &err);
+        if (rc == -EBUSY) {
+            /* Still in use: the next GC run tries again. */
+            LOG_DBG("SR %s: %s", sr->uuid, err);
+            free(err);
+            *ret_more = false;
+            rc = 0;
+        } else if (rc) {
+            pass_err(ret_err, &err);
+        } else {
+            *ret_more = true;
         }
-        *ret_more = true;
         goto out;
     }
     rc = catalog_load(sr, &c, ret_err);
     if (rc) {
         goto out;
     }
-    action = gc_plan(&c, hooks, &base, &child);
-    if (action != GC_NOTHING) {
-        memcpy(base_uuid, c.images[base].uuid, 37);
-    }
-    if (child >= 0) {
-        memcpy(child_uuid, c.images[child].uuid, 37);
-    }
-    switch (action) {
-    case GC_NOTHING:
-        *ret_more = false;
-        goto out;
-    case GC_REMOVE: {
-        char *path = image_path(sr, base_uuid, "vhd");
+    skip = xcalloc(c.n + 1, sizeof *skip);
+    skipped = xcalloc(c.n + 1, sizeof *skipped);
+    for (;;) {
+        char base_uuid[37], child_uuid[37], *err = NULL;
+        int base = -1, child = -1;
+        enum gc_action action = gc_plan(&c, hooks, skip, &base, &child);
 
-        sm_crash_point("gc-remove-start");
-        if (unlink(path) && errno != ENOENT) {
-            rc = fail(ret_err, -errno, "%s: %s", path, strerror(errno));
-        } else {
-            rc = fsync_dir(sr->dir);
+        if (action == GC_NOTHING) {
+            *ret_more = false;
+            rc = 0;
+            goto out;
         }
-        free(path);
-        sm_crash_point("gc-remove-done");
+        memcpy(base_uuid, c.images[base].uuid, 37);
+        if (child >= 0) {
+            memcpy(child_uuid, c.images[child].uuid, 37);
+        }
+        if (action == GC_REMOVE) {
+            char *path = image_path(sr, base_uuid, "vhd");
+
+            sm_crash_point("gc-remove-start");
+            if (unlink(path) && errno != ENOENT) {
+                rc = fail(ret_err, -errno, "%s: %s", path, strerror(errno));
+            } else {
+                rc = fsync_dir(sr->dir);
+            }
+            free(path);
+            sm_crash_point("gc-remove-done");
+        } else if (action == GC_MERGE_BASE) {
+            rc = gc_merge_base(sr, base_uuid, child_uuid, hooks, &err);
+        } else {
+            rc = gc_merge_leaf(sr, base_uuid, child_uuid, hooks, &err);
+            if (rc == -EBUSY) {
+                /* In use and not pausable now: leave it for a later run
+                 * and look for other work. */
+                LOG_DBG("SR %s: %s", sr->uuid, err);
+                free(err);
+                skip[child] = true;
+                memcpy(skipped[n_skipped++], child_uuid, 37);
+                continue;
+            }
+        }
+        if (rc) {
+            pass_err(ret_err, &err);
+            goto out;
+        }
         break;
-    }
-    case GC_MERGE_BASE:
-        rc = gc_merge_base(sr, base_uuid, child_uuid, hooks, ret_err);
-        break;
-    case GC_MERGE_LEAF:
-        rc = gc_merge_leaf(sr, base_uuid, child_uuid, hooks, ret_err);
-        break;
-    }
-    if (rc) {
-        goto out;
     }
     catalog_clear(&c);
     rc = catalog_load(sr, &c, ret_err);
     if (rc) {
         goto out;
     }
-    *ret_more = gc_plan(&c, hooks, &base, &child) != GC_NOTHING;
+    {
+        int base, child;
+
+        /* What was skipped as busy does not count as more work now. */
+        free(skip);
+        skip = xcalloc(c.n + 1, sizeof *skip);
+        for (size_t i = 0; i < c.n; i++) {
+            for (size_t k = 0; k < n_skipped; k++) {
+                skip[i] = skip[i] || !strcmp(c.images[i].uuid, skipped[k]);
+            }
+        }
+        *ret_more = gc_plan(&c, hooks, skip, &base, &child) != GC_NOTHING;
+    }
 out:
+    free(skip);
+    free(skipped);
     catalog_clear(&c);
     return rc;
 }

@@ -1085,11 +1085,63 @@ TEST(test_gc_pauses_small_attached_leaf_and_skips_big_one)
     CHECK_INT(gc_all(&f, &hooks), 1);
     CHECK_INT(log.pauses, 0);
     CHECK_INT(chain_length(&f, big), 2);
-    /* A refusing pause also leaves it; once detached it is collected. */
+    /* A small leaf whose pause is refused is left too. */
+    {
+        struct model *r = create_vdi(&f, VSIZE, NULL), *rs;
+
+        rs = r ? copy_vdi(&f, r, false) : NULL;
+        CHECK(rs && destroy_vdi(&f, rs));
+        log.attached = r ? r->uuid : NULL;
+        log.refuse = true;
+        /* (The big leaf, no longer attached, is collected meanwhile.) */
+        CHECK(gc_all(&f, &hooks) > 0);
+        CHECK(r && chain_length(&f, r) == 2);
+        CHECK_INT(chain_length(&f, big), 1);
+        log.refuse = false;
+    }
+    /* Once detached, it is collected. */
     log.attached = NULL;
     CHECK(gc_all(&f, &hooks) > 0);
-    CHECK_INT(chain_length(&f, big), 1);
+    CHECK_INT(chain_length(&f, &f.vdis[f.n - 2]), 1);
     CHECK(check_all(&f));
+    fixture_destroy(&f);
+}
+
+/* A VDI some writer holds open (its writer lock) is neither snapshotted
+ * nor swapped by the GC: either would lose that writer's data. */
+TEST(test_file_vdi_open_for_writing_is_left_alone)
+{
+    struct fixture f;
+    struct model *a, *s;
+    struct vhd *writer = NULL;
+    struct sm_vdi_info info;
+    char uuid[37], *err = NULL, *path;
+    const int blocks[] = { 0 };
+
+    if (!fixture_init(&f)) {
+        CHECK(!"fixture");
+        return;
+    }
+    a = create_vdi(&f, VSIZE, NULL);
+    CHECK(a && write_blocks(&f, a, blocks, 1, 1));
+    s = a ? copy_vdi(&f, a, false) : NULL;
+    CHECK(s && destroy_vdi(&f, s));
+    path = xasprintf("%s/%s.vhd", f.location, a ? a->uuid : "");
+    CHECK_INT(vhd_open(path, false, &writer, &err), 0);
+    uuid_generate(uuid);
+    memset(&info, 0, sizeof info);
+    CHECK_INT(f.drv->vdi_snapshot(f.sr, a->uuid, uuid, &info, &err),
+              -EBUSY);
+    free(err);
+    err = NULL;
+    CHECK_INT(count_files(f.location, "journal"), 0);
+    CHECK_INT(gc_all(&f, NULL), 1);
+    CHECK_INT(chain_length(&f, a), 2);
+    vhd_close(writer);
+    CHECK(gc_all(&f, NULL) > 0);
+    CHECK_INT(chain_length(&f, a), 1);
+    CHECK(check_all(&f));
+    free(path);
     fixture_destroy(&f);
 }
 
