@@ -13,17 +13,28 @@
  * crash, guest agent data, statistics) through an update callback; a
  * reaction job then applies the VM's actions_after_* settings or refreshes
  * VM_guest_metrics and VM_metrics.  xapi/vm.c has the VM messages that do
- * not involve a domain. */
+ * not involve a domain.
+ *
+ * Disks: every time a domain is built (start, reboot, resume, a restart
+ * after a crash) each VBD's block server is started by the storage layer
+ * (storage_vbd_attach) and the domain's disk backend is pointed at it;
+ * every time a domain goes away the block servers are stopped again.  A
+ * suspended VM's memory image lives in a VDI of type "suspend"
+ * (VM.suspend_VDI), as in XenServer, so it follows the storage rather
+ * than the host. */
 #include <config.h>
-#include "api.h"
+#include "lifecycle.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "storage.h"
+#include "storage/blockdev.h"
 #include "strmap.h"
 #include "xenops/xenops.h"
 
@@ -94,11 +105,16 @@ static const char *const ops_suspended[] = {
 static const char *const ops_template[] = {
     "clone", "copy", "provision", "get_boot_record", NULL,
 };
+/* A snapshot is a template that can also be reverted to. */
+static const char *const ops_snapshot[] = {
+    "revert", "clone", "copy", "export", "get_boot_record", NULL,
+};
 
 /* What a client may do with a VM in this state; empty while another
  * operation runs, as in XenAPI. */
 static struct value *
-allowed_ops(const char *power, bool template, bool control, bool busy)
+allowed_ops_ex(const char *power, bool template, bool snapshot, bool control,
+               bool busy)
 {
     const char *const *list = NULL;
     struct value *arr = value_array(24);
@@ -106,7 +122,9 @@ allowed_ops(const char *power, bool template, bool control, bool busy)
     if (busy || control) {
         return arr;
     }
-    if (template) {
+    if (snapshot) {
+        list = ops_snapshot;
+    } else if (template) {
         list = ops_template;
     } else if (!strcmp(power, "Halted")) {
         list = ops_halted;
@@ -123,6 +141,12 @@ allowed_ops(const char *power, bool template, bool control, bool busy)
         }
     }
     return arr;
+}
+
+static struct value *
+allowed_ops(const char *power, bool template, bool control, bool busy)
+{
+    return allowed_ops_ex(power, template, false, control, busy);
 }
 
 static void refresh_allowed(struct db_txn *txn, const char *ref, bool busy);
@@ -150,20 +174,22 @@ refresh_allowed(struct db_txn *txn, const char *ref, bool busy)
         return;
     }
     db_update(txn, CLS_VM, ref, F_VM_allowed_operations,
-              allowed_ops(row->fields[F_VM_power_state]->u.str.s,
-                          row->fields[F_VM_is_a_template]->u.b,
-                          row->fields[F_VM_is_control_domain]->u.b, busy));
+              allowed_ops_ex(row->fields[F_VM_power_state]->u.str.s,
+                             row->fields[F_VM_is_a_template]->u.b,
+                             row->fields[F_VM_is_a_snapshot]->u.b,
+                             row->fields[F_VM_is_control_domain]->u.b, busy));
 }
 
 /* ---- operation begin / end ---- */
 
-/* Checks that the VM exists, is not a template or the control domain, is
+/* Checks that the VM exists, is not the control domain nor (unless
+ * templates_ok) a template, is
  * in one of the allowed power states, and has no operation in progress;
  * then marks op as in progress.  Returns the run-time record, or NULL after
  * api_fail(). */
 static struct vm_rt *
-op_begin(struct api_ctx *ctx, const char *ref, const char *op,
-         const char *const *states)
+op_begin_ex(struct api_ctx *ctx, const char *ref, const char *op,
+            const char *const *states, bool templates_ok)
 {
     struct xapi *x = ctx->x;
     struct db_txn *txn;
@@ -206,7 +232,7 @@ op_begin(struct api_ctx *ctx, const char *ref, const char *op,
         api_fail_handle(ctx, CLS_VM, ref);
         return NULL;
     }
-    if (row->fields[F_VM_is_a_template]->u.b) {
+    if (row->fields[F_VM_is_a_template]->u.b && !templates_ok) {
         db_abort(txn);
         api_fail(ctx, ERR_VM_IS_TEMPLATE, ref);
         return NULL;
@@ -255,6 +281,13 @@ op_begin(struct api_ctx *ctx, const char *ref, const char *op,
     refresh_allowed(txn, ref, true);
     db_commit(txn);
     return rt;
+}
+
+static struct vm_rt *
+op_begin(struct api_ctx *ctx, const char *ref, const char *op,
+         const char *const *states)
+{
+    return op_begin_ex(ctx, ref, op, states, false);
 }
 
 /* Clears the operation in progress and recomputes allowed_operations; the
@@ -369,7 +402,6 @@ build_spec(struct db *db, const struct db_row *vm)
     for (size_t i = 0; i < vbds->u.arr.n; i++) {
         struct db_row *b = db_lookup(db, CLS_VBD, vbds->u.arr.items[i]->u.str.s);
         struct xenops_vbd_spec *v = &s->vbds[s->n_vbds];
-        struct db_row *vdi;
         if (!b) {
             continue;
         }
@@ -378,11 +410,10 @@ build_spec(struct db *db, const struct db_row *vm)
         v->position = atoi(b->fields[F_VBD_userdevice]->u.str.s);
         v->read_only = !strcmp(b->fields[F_VBD_mode]->u.str.s, "RO");
         v->cdrom = !strcmp(b->fields[F_VBD_type]->u.str.s, "CD");
-        v->empty = b->fields[F_VBD_empty]->u.b;
-        vdi = db_lookup(db, CLS_VDI, b->fields[F_VBD_VDI]->u.str.s);
-        if (vdi && !v->empty) {
-            v->target = xstrdup(vdi->fields[F_VDI_location]->u.str.s);
-        }
+        v->empty = b->fields[F_VBD_empty]->u.b
+                   || !db_lookup(db, CLS_VDI, b->fields[F_VBD_VDI]->u.str.s);
+        /* The target and format come from attach_disks(), once the
+         * storage layer has started the disk's block server. */
         v->format = xstrdup("raw");
         s->n_vbds++;
     }
@@ -418,6 +449,96 @@ spec_of(struct xapi *x, const char *ref)
     }
     db_read_unlock(x->db);
     return s;
+}
+
+/* ---- disks ---- */
+
+/* Stops the block servers of the VM's VBDs (no-op for those without). */
+static void
+detach_disks(struct xapi *x, const char *ref)
+{
+    struct value *vbds = NULL;
+    struct db_row *vm;
+
+    db_read_lock(x->db);
+    vm = db_lookup(x->db, CLS_VM, ref);
+    if (vm) {
+        vbds = value_ref(vm->fields[F_VM_VBDs]);
+    }
+    db_read_unlock(x->db);
+    for (size_t i = 0; vbds && i < vbds->u.arr.n; i++) {
+        storage_vbd_detach(x, vbds->u.arr.items[i]->u.str.s);
+    }
+    value_unref(vbds);
+}
+
+/* Starts the block server of every VBD in spec and points the domain's
+ * disk backend at it; an empty CD drive gets no target.  On failure the
+ * servers already started are stopped again. */
+static int
+attach_disks(struct api_ctx *ctx, const char *vm_ref,
+             struct xenops_vm_spec *spec)
+{
+    for (size_t i = 0; i < spec->n_vbds; i++) {
+        struct xenops_vbd_spec *v = &spec->vbds[i];
+        char *target = NULL, *format = NULL, *err = NULL;
+        char vdi[48] = "OpaqueRef:NULL", sr[48] = "OpaqueRef:NULL";
+        struct db_row *b, *vr;
+        int rc;
+
+        rc = storage_vbd_attach(ctx->x, v->ref, &target, &format, &err);
+        if (!rc) {
+            free(v->target);
+            free(v->format);
+            v->target = target;
+            v->format = format ? format : xstrdup("raw");
+            v->empty = !target;
+            continue;
+        }
+        db_read_lock(ctx->x->db);
+        b = db_lookup(ctx->x->db, CLS_VBD, v->ref);
+        if (b) {
+            snprintf(vdi, sizeof vdi, "%s", b->fields[F_VBD_VDI]->u.str.s);
+        }
+        vr = db_lookup(ctx->x->db, CLS_VDI, vdi);
+        if (vr) {
+            snprintf(sr, sizeof sr, "%s", vr->fields[F_VDI_SR]->u.str.s);
+        }
+        db_read_unlock(ctx->x->db);
+        LOG_WARN("VM %s: cannot attach VBD %s: %s", spec->uuid, v->ref,
+                 err ? err : strerror(-rc));
+        free(err);
+        detach_disks(ctx->x, vm_ref);
+        switch (rc) {
+        case -EBUSY:
+            /* Another VM writes the disk. */
+            return api_fail(ctx, ERR_VDI_IN_USE, vdi, "start");
+        case -EROFS:
+            return api_fail(ctx, ERR_VDI_READONLY, vdi);
+        case -ENODEV:
+            return api_fail(ctx, ERR_SR_NOT_ATTACHED, sr);
+        default:
+            return api_fail(ctx, ERR_VM_REQUIRES_VDI, vm_ref, vdi);
+        }
+    }
+    return 0;
+}
+
+/* The VM's spec with its disks attached, or NULL after api_fail(). */
+static struct xenops_vm_spec *
+attached_spec(struct api_ctx *ctx, const char *ref)
+{
+    struct xenops_vm_spec *spec = spec_of(ctx->x, ref);
+
+    if (!spec) {
+        api_fail_handle(ctx, CLS_VM, ref);
+        return NULL;
+    }
+    if (attach_disks(ctx, ref, spec)) {
+        xenops_vm_spec_free(spec);
+        return NULL;
+    }
+    return spec;
 }
 
 /* ---- recording domains in the database ---- */
@@ -552,15 +673,18 @@ static int
 create_domain(struct api_ctx *ctx, struct vm_rt *rt, bool paused)
 {
     struct xenops_host *h = ctx->x->xenops;
-    struct xenops_vm_spec *spec = spec_of(ctx->x, rt->ref);
+    struct xenops_vm_spec *spec = attached_spec(ctx, rt->ref);
     uint32_t domid = 0;
     char *err = NULL;
     int rc;
 
     if (!spec) {
-        return api_fail_handle(ctx, CLS_VM, rt->ref);
+        return -1;
     }
     rc = h->provider->domain_create(h, spec, &domid, &err);
+    if (rc) {
+        detach_disks(ctx->x, rt->ref);
+    }
     if (rc == -ENOMEM) {
         struct xenops_host_info info;
         char need[32], avail[32], *e2 = NULL;
@@ -583,6 +707,7 @@ create_domain(struct api_ctx *ctx, struct vm_rt *rt, bool paused)
         rc = h->provider->domain_unpause(h, domid, &err);
         if (rc) {
             h->provider->domain_destroy(h, domid, NULL);
+            detach_disks(ctx->x, rt->ref);
             return fail_provider(ctx, "cannot unpause the domain", rc, err);
         }
     }
@@ -611,6 +736,7 @@ destroy_domain(struct api_ctx *ctx, struct vm_rt *rt)
     pthread_mutex_lock(&lc.mu);
     rt->has_domain = false;
     pthread_mutex_unlock(&lc.mu);
+    detach_disks(ctx->x, rt->ref);
     return 0;
 }
 
@@ -709,16 +835,442 @@ clean_request(struct api_ctx *ctx, struct vm_rt *rt,
     return 0;
 }
 
-static char *
-suspend_image_path(struct xapi *x, const struct vm_rt *rt)
+/* ---- memory images in VDIs ---- */
+
+/* A suspend VDI holds a header (a magic string and the image's length,
+ * since the VDI is rounded up to whole MiB) and the image after it, so
+ * that a clone or copy of the VDI stays readable without the database. */
+#define IMAGE_MAGIC "XAPI-SUSPEND-IMAGE-1"
+#define IMAGE_HEADER 512
+#define IMAGE_CHUNK (1 << 20)
+
+char *
+lifecycle_image_path(struct xapi *x, const char *vm_uuid)
 {
     char *dir = xasprintf("%s/suspend", x->state_dir);
-    char *path;
+    char suffix[40], *path;
 
     mkdir(dir, 0700);
-    path = xasprintf("%s/%s.img", dir, rt->uuid);
+    uuid_generate(suffix);
+    path = xasprintf("%s/%s.%.8s.img", dir, vm_uuid, suffix);
     free(dir);
     return path;
+}
+
+/* The image file of a VM suspended by an older release, which kept it in
+ * STATE_DIR/suspend/UUID.img instead of a VDI. */
+static char *
+legacy_image_path(struct xapi *x, const char *vm_uuid)
+{
+    return xasprintf("%s/suspend/%s.img", x->state_dir, vm_uuid);
+}
+
+static bool
+is_null_ref(const char *ref)
+{
+    return !ref || !*ref || !strcmp(ref, "OpaqueRef:NULL");
+}
+
+/* Where a VM's memory image goes: pool.suspend_image_SR, else the SR of
+ * the VM's first disk, else pool.default_SR; db read lock held. */
+static const char *
+suspend_sr_of(struct xapi *x, const struct db_row *vm)
+{
+    struct db_row *pool = db_lookup(x->db, CLS_pool, x->pool_ref);
+    const struct value *vbds = vm->fields[F_VM_VBDs];
+    const char *sr, *best_sr = NULL;
+    int best = -1;
+
+    sr = pool ? pool->fields[F_pool_suspend_image_SR]->u.str.s : NULL;
+    if (!is_null_ref(sr) && db_lookup(x->db, CLS_SR, sr)) {
+        return sr;
+    }
+    for (size_t i = 0; i < vbds->u.arr.n; i++) {
+        struct db_row *b = db_lookup(x->db, CLS_VBD, vbds->u.arr.items[i]->u.str.s);
+        struct db_row *vdi;
+        int pos;
+        if (!b || strcmp(b->fields[F_VBD_type]->u.str.s, "Disk")
+            || b->fields[F_VBD_empty]->u.b) {
+            continue;
+        }
+        vdi = db_lookup(x->db, CLS_VDI, b->fields[F_VBD_VDI]->u.str.s);
+        pos = atoi(b->fields[F_VBD_userdevice]->u.str.s);
+        if (vdi && db_lookup(x->db, CLS_SR, vdi->fields[F_VDI_SR]->u.str.s)
+            && (best < 0 || pos < best)) {
+            best = pos;
+            best_sr = vdi->fields[F_VDI_SR]->u.str.s;
+        }
+    }
+    if (best_sr) {
+        return best_sr;
+    }
+    sr = pool ? pool->fields[F_pool_default_SR]->u.str.s : NULL;
+    if (!is_null_ref(sr) && db_lookup(x->db, CLS_SR, sr)) {
+        return sr;
+    }
+    return NULL;
+}
+
+static void
+put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (unsigned char) (v >> (8 * i));
+    }
+}
+
+static uint64_t
+get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 7; i >= 0; i--) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+/* Writes all of buf to fd. */
+static int
+write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len) {
+        ssize_t r = write(fd, p, len);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return -1;
+        }
+        p += r;
+        len -= (size_t) r;
+    }
+    return 0;
+}
+
+/* Copies the file at fd (len bytes) into the opened VDI after the
+ * header. */
+static int
+write_image(struct blockdev *dev, int fd, uint64_t len)
+{
+    unsigned char *buf = xcalloc(1, IMAGE_CHUNK);
+    uint64_t done = 0;
+    int rc;
+
+    memcpy(buf, IMAGE_MAGIC, sizeof IMAGE_MAGIC);
+    put_le64(buf + 32, len);
+    rc = dev->ops->write(dev, buf, 0, IMAGE_HEADER);
+    while (!rc && done < len) {
+        size_t n = (size_t) MIN((uint64_t) IMAGE_CHUNK, len - done);
+        ssize_t r = pread(fd, buf, n, (off_t) done);
+        if (r <= 0) {
+            rc = r < 0 ? -errno : -EIO;
+            break;
+        }
+        rc = dev->ops->write(dev, buf, IMAGE_HEADER + done, (size_t) r);
+        done += (uint64_t) r;
+    }
+    if (!rc && dev->ops->flush) {
+        rc = dev->ops->flush(dev);
+    }
+    free(buf);
+    return rc;
+}
+
+int
+lifecycle_image_to_vdi(struct api_ctx *ctx, const char *vm_ref,
+                       const char *sr, const char *path, char *ret_vdi)
+{
+    struct xapi *x = ctx->x;
+    struct storage_vdi_handle *h = NULL;
+    struct storage_vdi_spec spec;
+    char sr_ref[48] = "", vdi[48] = "", *name = NULL;
+    struct db_row *vm;
+    struct stat st;
+    int fd = -1, rc = -1, r;
+
+    db_read_lock(x->db);
+    vm = db_lookup(x->db, CLS_VM, vm_ref);
+    if (vm) {
+        const char *pick = is_null_ref(sr) ? suspend_sr_of(x, vm) : sr;
+        snprintf(sr_ref, sizeof sr_ref, "%s", pick ? pick : "");
+        name = xasprintf("Suspend image of %s",
+                         vm->fields[F_VM_name_label]->u.str.s);
+    }
+    db_read_unlock(x->db);
+    if (!vm) {
+        return api_fail_handle(ctx, CLS_VM, vm_ref);
+    }
+    if (!sr_ref[0]) {
+        api_fail(ctx, ERR_VM_NO_SUSPEND_SR, vm_ref);
+        goto out;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st)) {
+        api_fail_internal(ctx, "cannot read the memory image %s: %s", path,
+                          strerror(errno));
+        goto out;
+    }
+    memset(&spec, 0, sizeof spec);
+    spec.sr = sr_ref;
+    spec.name_label = name;
+    spec.name_description = "Memory image of a suspended VM or checkpoint";
+    /* Whole MiB: every SR driver can make a disk of that size. */
+    spec.virtual_size = (int64_t) ((IMAGE_HEADER + (uint64_t) st.st_size
+                                    + (1 << 20) - 1) & ~(uint64_t) ((1 << 20) - 1));
+    spec.type = "suspend";
+    if (storage_vdi_create(ctx, &spec, vdi)) {
+        /* XenServer names the suspend SR when the image does not fit. */
+        if (ctx->error && !strcmp(ctx->error->u.arr.items[0]->u.str.s, "SR_FULL")) {
+            value_unref(ctx->error);
+            ctx->error = NULL;
+            api_fail(ctx, ERR_SR_SUSPEND_SPACE_INSUFFICIENT, sr_ref);
+        }
+        vdi[0] = '\0';
+        goto out;
+    }
+    if (storage_vdi_open(ctx, vdi, true, NULL, &h)) {
+        goto out;
+    }
+    r = write_image(storage_vdi_blockdev(h), fd, (uint64_t) st.st_size);
+    if (r) {
+        api_fail_internal(ctx, "cannot write the memory image into VDI %s: %s",
+                          vdi, strerror(-r));
+        goto out;
+    }
+    storage_vdi_close(h);
+    h = NULL;
+    snprintf(ret_vdi, 48, "%s", vdi);
+    vdi[0] = '\0';
+    rc = 0;
+out:
+    storage_vdi_close(h);
+    if (vdi[0]) {
+        /* Undo: no half-written image stays behind. */
+        struct value *keep = ctx->error;
+        ctx->error = NULL;
+        storage_vdi_destroy(ctx, vdi);
+        value_unref(ctx->error);
+        ctx->error = keep;
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(name);
+    return rc;
+}
+
+int
+lifecycle_image_from_vdi(struct api_ctx *ctx, const char *vdi_ref,
+                         const char *path)
+{
+    struct storage_vdi_handle *h = NULL;
+    unsigned char *buf = xcalloc(1, IMAGE_CHUNK);
+    struct blockdev *dev;
+    uint64_t len, done = 0;
+    int fd = -1, rc = -1, r;
+
+    if (storage_vdi_open(ctx, vdi_ref, false, NULL, &h)) {
+        goto out;
+    }
+    dev = storage_vdi_blockdev(h);
+    r = dev->ops->read(dev, buf, 0, IMAGE_HEADER);
+    len = get_le64(buf + 32);
+    if (r || memcmp(buf, IMAGE_MAGIC, sizeof IMAGE_MAGIC)
+        || len > dev->size - IMAGE_HEADER) {
+        api_fail(ctx, ERR_SUSPEND_IMAGE_NOT_ACCESSIBLE, vdi_ref);
+        goto out;
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        api_fail_internal(ctx, "cannot write %s: %s", path, strerror(errno));
+        goto out;
+    }
+    while (done < len) {
+        size_t n = (size_t) MIN((uint64_t) IMAGE_CHUNK, len - done);
+        r = dev->ops->read(dev, buf, IMAGE_HEADER + done, n);
+        if (r || write_all(fd, buf, n)) {
+            api_fail_internal(ctx, "cannot copy the memory image of VDI %s",
+                              vdi_ref);
+            goto out;
+        }
+        done += n;
+    }
+    rc = 0;
+out:
+    if (fd >= 0) {
+        close(fd);
+        if (rc) {
+            unlink(path);
+        }
+    }
+    storage_vdi_close(h);
+    free(buf);
+    return rc;
+}
+
+/* Destroys a suspend VDI that is no longer needed and clears the VM's
+ * suspend_VDI; a failure leaves the VDI for the operator and is logged. */
+static void
+drop_suspend_vdi(struct xapi *x, const char *vm_ref)
+{
+    struct api_ctx ctx = { .x = x, .method = "internal" };
+    char vdi[48] = "";
+    struct db_txn *txn;
+    struct db_row *vm;
+
+    txn = db_begin(x->db);
+    vm = db_lookup(x->db, CLS_VM, vm_ref);
+    if (vm) {
+        snprintf(vdi, sizeof vdi, "%s", vm->fields[F_VM_suspend_VDI]->u.str.s);
+        db_update(txn, CLS_VM, vm_ref, F_VM_suspend_VDI, value_null_ref());
+    }
+    db_commit(txn);
+    if (!is_null_ref(vdi) && storage_vdi_destroy(&ctx, vdi)) {
+        LOG_WARN("VM %s: suspend VDI %s not destroyed", vm_ref, vdi);
+    }
+    value_unref(ctx.error);
+}
+
+/* Asks the guest to suspend, saves its memory image to path and destroys
+ * the domain, detaching its disks. */
+static int
+suspend_domain(struct api_ctx *ctx, struct vm_rt *rt, const char *path)
+{
+    struct xenops_host *h = ctx->x->xenops;
+    char *err = NULL;
+    int rc;
+
+    rc = clean_request(ctx, rt, XENOPS_SHUTDOWN_SUSPEND, XENOPS_REASON_SUSPEND);
+    if (rc) {
+        return rc;
+    }
+    rc = h->provider->domain_save(h, rt->domid, path, &err);
+    if (rc) {
+        return fail_provider(ctx, "cannot save the memory image", rc, err);
+    }
+    return destroy_domain(ctx, rt);
+}
+
+/* Builds a domain from the memory image at path with the VM's disks
+ * attached, and unpauses it unless paused. */
+static int
+restore_domain(struct api_ctx *ctx, struct vm_rt *rt, const char *path,
+               bool paused)
+{
+    struct xapi *x = ctx->x;
+    struct xenops_host *h = x->xenops;
+    struct xenops_vm_spec *spec = attached_spec(ctx, rt->ref);
+    uint32_t domid = 0;
+    char *err = NULL;
+    int rc;
+
+    if (!spec) {
+        return -1;
+    }
+    rc = h->provider->domain_restore(h, spec, path, &domid, &err);
+    if (rc == -ENOMEM) {
+        struct xenops_host_info hi;
+        char need[32], avail[32], *e2 = NULL;
+        free(err);
+        snprintf(need, sizeof need, "%lld", (long long) spec->memory_target);
+        snprintf(avail, sizeof avail, "%lld",
+                 xenops_host_info(h, &hi, &e2) ? 0LL
+                 : (long long) hi.memory_free);
+        free(e2);
+        rc = api_fail(ctx, ERR_HOST_NOT_ENOUGH_FREE_MEMORY, need, avail);
+    } else if (rc) {
+        rc = fail_provider(ctx, "cannot restore the memory image", rc, err);
+    } else if (!paused) {
+        rc = h->provider->domain_unpause(h, domid, &err);
+        if (rc) {
+            h->provider->domain_destroy(h, domid, NULL);
+            rc = fail_provider(ctx, "cannot unpause", rc, err);
+        }
+    }
+    xenops_vm_spec_free(spec);
+    if (rc) {
+        detach_disks(x, rt->ref);
+        return -1;
+    }
+    pthread_mutex_lock(&lc.mu);
+    rt->domid = domid;
+    rt->has_domain = true;
+    pthread_mutex_unlock(&lc.mu);
+    return 0;
+}
+
+/* ---- for the other VM modules (lifecycle.h) ---- */
+
+struct vm_rt *
+lifecycle_op_begin(struct api_ctx *ctx, const char *ref, const char *op,
+                   const char *const *states, bool templates_ok)
+{
+    return op_begin_ex(ctx, ref, op, states, templates_ok);
+}
+
+void
+lifecycle_op_end(struct vm_rt *rt, struct db_txn *txn)
+{
+    op_end(rt, txn ? txn : db_begin(lc.x->db));
+}
+
+bool
+lifecycle_has_domain(struct vm_rt *rt)
+{
+    bool has;
+
+    pthread_mutex_lock(&lc.mu);
+    has = rt->has_domain;
+    pthread_mutex_unlock(&lc.mu);
+    return has;
+}
+
+int
+lifecycle_stop(struct api_ctx *ctx, struct vm_rt *rt)
+{
+    struct db_txn *txn;
+
+    if (destroy_domain(ctx, rt)) {
+        return -1;
+    }
+    txn = db_begin(ctx->x->db);
+    record_stopped(txn, ctx->x, rt, "Halted");
+    db_commit(txn);
+    return 0;
+}
+
+int
+lifecycle_suspend_to_file(struct api_ctx *ctx, struct vm_rt *rt,
+                          const char *path)
+{
+    return suspend_domain(ctx, rt, path);
+}
+
+int
+lifecycle_restore_from_file(struct api_ctx *ctx, struct vm_rt *rt,
+                            const char *path, bool paused)
+{
+    struct db_txn *txn;
+
+    if (restore_domain(ctx, rt, path, paused)) {
+        return -1;
+    }
+    txn = db_begin(ctx->x->db);
+    record_running(txn, ctx->x, rt, paused, false);
+    db_commit(txn);
+    return 0;
+}
+
+void
+lifecycle_record_stopped(struct xapi *x, struct vm_rt *rt, const char *power)
+{
+    struct db_txn *txn = db_begin(x->db);
+
+    record_stopped(txn, x, rt, power);
+    db_commit(txn);
 }
 
 /* ---- the operations ---- */
@@ -812,6 +1364,8 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused,
                 rc = 0;
             }
         }
+        /* fall through */
+    case OP_HARD_SHUTDOWN:
         if (!rc) {
             rc = destroy_domain(ctx, rt);
         }
@@ -821,19 +1375,10 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused,
         }
         op_end(rt, txn);
         if (!rc && !strcmp(power, "Suspended")) {
-            path = suspend_image_path(x, rt);
-            unlink(path);
-        }
-        break;
-    case OP_HARD_SHUTDOWN:
-        rc = destroy_domain(ctx, rt);
-        txn = db_begin(x->db);
-        if (!rc) {
-            record_stopped(txn, x, rt, "Halted");
-        }
-        op_end(rt, txn);
-        if (!rc && !strcmp(power, "Suspended")) {
-            path = suspend_image_path(x, rt);
+            /* The memory image of a suspended VM that is shut down is
+             * of no use any more. */
+            drop_suspend_vdi(x, ref);
+            path = legacy_image_path(x, rt->uuid);
             unlink(path);
         }
         break;
@@ -880,67 +1425,66 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused,
         }
         op_end(rt, txn);
         break;
-    case OP_SUSPEND:
-        rc = clean_request(ctx, rt, XENOPS_SHUTDOWN_SUSPEND,
-                           XENOPS_REASON_SUSPEND);
+    case OP_SUSPEND: {
+        char vdi[48] = "";
+        path = lifecycle_image_path(x, rt->uuid);
+        rc = suspend_domain(ctx, rt, path);
+        api_task_set_progress(ctx, 0.5);
         if (!rc) {
-            path = suspend_image_path(x, rt);
-            rc = h->provider->domain_save(h, rt->domid, path, &err);
+            rc = lifecycle_image_to_vdi(ctx, ref, NULL, path, vdi);
             if (rc) {
-                fail_provider(ctx, "cannot save the suspend image", rc, err);
-                rc = -1;
+                /* The image could not be kept: the guest goes on running
+                 * from it rather than being lost. */
+                struct api_ctx again = { .x = x, .method = "internal" };
+                if (restore_domain(&again, rt, path, false)) {
+                    LOG_WARN("VM %s: cannot resume after a failed suspend",
+                             rt->uuid);
+                }
+                value_unref(again.error);
             }
-        }
-        if (!rc) {
-            rc = destroy_domain(ctx, rt);
         }
         txn = db_begin(x->db);
         if (!rc) {
             record_stopped(txn, x, rt, "Suspended");
+            db_update(txn, CLS_VM, ref, F_VM_suspend_VDI, value_string(vdi));
+        } else if (rt->has_domain) {
+            record_running(txn, x, rt, false, false);
+        } else {
+            record_stopped(txn, x, rt, "Halted");
         }
         op_end(rt, txn);
+        unlink(path);
         break;
+    }
     case OP_RESUME: {
-        struct xenops_vm_spec *spec = spec_of(x, ref);
-        uint32_t domid = 0;
-        path = suspend_image_path(x, rt);
-        rc = h->provider->domain_restore(h, spec, path, &domid, &err);
-        xenops_vm_spec_free(spec);
-        if (rc == -ENOMEM) {
-            struct xenops_host_info hi;
-            char need[32], avail[32], *e2 = NULL;
-            free(err);
-            db_read_lock(x->db);
-            snprintf(need, sizeof need, "%lld", (long long)
-                     db_lookup(x->db, CLS_VM, ref)->fields[F_VM_memory_dynamic_max]->u.i);
-            db_read_unlock(x->db);
-            snprintf(avail, sizeof avail, "%lld",
-                     xenops_host_info(h, &hi, &e2) ? 0LL
-                     : (long long) hi.memory_free);
-            free(e2);
-            rc = api_fail(ctx, ERR_HOST_NOT_ENOUGH_FREE_MEMORY, need, avail);
-        } else if (rc) {
-            rc = fail_provider(ctx, "cannot restore the suspend image", rc, err);
-        } else if (!paused) {
-            rc = h->provider->domain_unpause(h, domid, &err);
-            if (rc) {
-                h->provider->domain_destroy(h, domid, NULL);
-                rc = fail_provider(ctx, "cannot unpause", rc, err);
+        char vdi[48] = "";
+        db_read_lock(x->db);
+        snprintf(vdi, sizeof vdi, "%s", db_lookup(x->db, CLS_VM, ref)
+                 ->fields[F_VM_suspend_VDI]->u.str.s);
+        db_read_unlock(x->db);
+        if (!is_null_ref(vdi)) {
+            path = lifecycle_image_path(x, rt->uuid);
+            rc = lifecycle_image_from_vdi(ctx, vdi, path);
+        } else {
+            path = legacy_image_path(x, rt->uuid);
+            if (access(path, R_OK)) {
+                rc = api_fail(ctx, ERR_VM_HAS_NO_SUSPEND_VDI, ref);
             }
         }
+        api_task_set_progress(ctx, 0.4);
         if (!rc) {
-            pthread_mutex_lock(&lc.mu);
-            rt->domid = domid;
-            rt->has_domain = true;
-            pthread_mutex_unlock(&lc.mu);
+            rc = restore_domain(ctx, rt, path, paused);
         }
         txn = db_begin(x->db);
         if (!rc) {
             record_running(txn, x, rt, paused, true);
         }
         op_end(rt, txn);
-        if (!rc) {
+        if (!rc || !is_null_ref(vdi)) {
             unlink(path);
+        }
+        if (!rc) {
+            drop_suspend_vdi(x, ref);
         }
         break;
     }
@@ -1177,6 +1721,7 @@ react_domain(struct xapi *x, struct vm_rt *rt)
         pthread_mutex_lock(&lc.mu);
         rt->has_domain = false;
         pthread_mutex_unlock(&lc.mu);
+        detach_disks(x, rt->ref);
         txn = db_begin(x->db);
         record_stopped(txn, x, rt, "Halted");
         refresh_allowed(txn, rt->ref, false);
@@ -1384,6 +1929,8 @@ resync(struct xapi *x)
 {
     struct xenops_host *h = x->xenops;
     struct db_txn *txn = db_begin(x->db);
+    char **gone = NULL;
+    size_t n_gone = 0;
 
     /* Updating a row replaces it in place in the VM table, so the
      * iteration is not disturbed. */
@@ -1413,8 +1960,16 @@ resync(struct xapi *x)
         refresh_allowed(txn, rt->ref, false);
         db_update(txn, CLS_VM, rt->ref, F_VM_current_operations,
                   value_empty_struct());
+        gone = xrealloc(gone, (n_gone + 1) * sizeof *gone);
+        gone[n_gone++] = xstrdup(rt->ref);
     }
     db_commit(txn);
+    /* Block servers that outlived their domain serve nobody. */
+    for (size_t i = 0; i < n_gone; i++) {
+        detach_disks(x, gone[i]);
+        free(gone[i]);
+    }
+    free(gone);
 }
 
 int
@@ -1443,6 +1998,13 @@ lifecycle_shutdown(struct xapi *x)
         h->provider->set_update_callback(h, NULL, NULL);
     }
     for (size_t pos = 0; strmap_next(&lc.by_ref, &pos, &key, &data);) {
+        struct vm_rt *rt = data;
+        /* Domains of a provider that cannot find them again (the
+         * simulator) end with the toolstack: so do their disks' block
+         * servers.  Xen domains outlive it and keep theirs. */
+        if (rt->has_domain && h && !h->provider->domain_lookup) {
+            detach_disks(x, rt->ref);
+        }
         free(data);
     }
     strmap_destroy(&lc.by_ref);

@@ -1,6 +1,7 @@
-/* vm.c — hand-written VM messages.  The lifecycle (start, shutdown...)
- * arrives with the xenops issue; what is here are the VM messages whose
- * generic form would break the database's invariants. */
+/* vm.c — hand-written VM messages that involve no domain and no disk
+ * work: VM.destroy and the setters whose generic form would break the
+ * database's invariants.  The power operations are in lifecycle.c; clone,
+ * copy, snapshot, revert and provision in vm-snapshot.c. */
 #include <config.h>
 #include "api.h"
 
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "storage.h"
 #include "xenops/xenops.h"
 
 /* Appends the refs held in a set field of row to refs[]. */
@@ -25,8 +27,10 @@ collect_set(const struct db_row *row, int field, char ***refs, size_t *n)
 
 /* VM.destroy removes the VM's devices and metrics with it, as XenAPI
  * does, so that no VBD or VIF is left pointing at a VM that is gone.
- * Disks (VDIs) are not touched.  Only a halted or suspended VM that is not
- * the control domain can be destroyed. */
+ * Disks (VDIs) are not touched, except the memory image of a suspended VM
+ * or a checkpoint, which nothing else can use.  The VM's children in the
+ * snapshot tree move up to its parent.  Only a halted or suspended VM that
+ * is not the control domain can be destroyed. */
 int
 api_vm_destroy(struct api_ctx *ctx, struct value **args, struct value **ret)
 {
@@ -44,6 +48,7 @@ api_vm_destroy(struct api_ctx *ctx, struct value **args, struct value **ret)
     struct db *db = ctx->x->db;
     struct db_row *vm = db_lookup(db, CLS_VM, ref);
     const char *state;
+    char suspend_vdi[48] = "";
     int rc = -1;
 
     if (!vm) {
@@ -73,6 +78,21 @@ api_vm_destroy(struct api_ctx *ctx, struct value **args, struct value **ret)
     }
     vm = db_lookup(db, CLS_VM, ref);
     {
+        struct value *kids = value_ref(vm->fields[F_VM_children]);
+        struct value *parent = value_ref(vm->fields[F_VM_parent]);
+        for (size_t i = 0; i < kids->u.arr.n; i++) {
+            db_update(txn, CLS_VM, kids->u.arr.items[i]->u.str.s, F_VM_parent,
+                      value_ref(parent));
+        }
+        value_unref(kids);
+        value_unref(parent);
+    }
+    vm = db_lookup(db, CLS_VM, ref);
+    if (!strcmp(vm->fields[F_VM_power_state]->u.str.s, "Suspended")) {
+        snprintf(suspend_vdi, sizeof suspend_vdi, "%s",
+                 vm->fields[F_VM_suspend_VDI]->u.str.s);
+    }
+    {
         char *metrics = xstrdup(vm->fields[F_VM_metrics]->u.str.s);
         char *guest = xstrdup(vm->fields[F_VM_guest_metrics]->u.str.s);
         db_delete(txn, CLS_VM_metrics, metrics);
@@ -82,208 +102,15 @@ api_vm_destroy(struct api_ctx *ctx, struct value **args, struct value **ret)
     }
     db_delete(txn, CLS_VM, ref);
     rc = api_commit(ctx, txn);
+    if (!rc && *suspend_vdi && strcmp(suspend_vdi, "OpaqueRef:NULL")) {
+        if (storage_vdi_destroy(ctx, suspend_vdi)) {
+            LOG_WARN("VM %s destroyed; its suspend VDI %s stays", ref,
+                     suspend_vdi);
+            value_unref(ctx->error);
+            ctx->error = NULL;
+        }
+    }
     return rc;
-}
-
-/* Fields a clone does not take from its source: identity, run-time state,
- * relations (rebuilt from the devices), metrics and snapshot links. */
-static bool
-clone_skips(int f)
-{
-    static const int skip[] = {
-        F_VM_uuid, F_VM_allowed_operations, F_VM_current_operations,
-        F_VM_power_state, F_VM_resident_on, F_VM_scheduled_to_be_resident_on,
-        F_VM_domid, F_VM_metrics, F_VM_guest_metrics, F_VM_is_default_template,
-        F_VM_is_control_domain, F_VM_snapshot_of, F_VM_snapshot_time,
-        F_VM_is_a_snapshot, F_VM_transportable_snapshot_id, F_VM_suspend_VDI,
-        F_VM_parent, F_VM_name_label,
-    };
-
-    for (size_t i = 0; i < ARRAY_SIZE(skip); i++) {
-        if (skip[i] == f) {
-            return true;
-        }
-    }
-    return api_classes[CLS_VM].fields[f].relation_set;
-}
-
-static void
-random_mac(char *buf)
-{
-    unsigned char b[6];
-
-    random_bytes(b, sizeof b);
-    /* Locally administered, unicast. */
-    snprintf(buf, 18, "%02x:%02x:%02x:%02x:%02x:%02x",
-             (b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]);
-}
-
-/* VM.clone and VM.copy: a new halted VM (or template) with the source's
- * configuration and devices.  Disks are cloned by the storage layer; until
- * it exists, a VM with a disk answers OPERATION_NOT_ALLOWED rather than
- * sharing the disk. */
-static int
-clone_vm(struct api_ctx *ctx, struct value **args, struct value **ret)
-{
-    struct db *db = ctx->x->db;
-    const char *ref = args[1]->u.str.s, *name = args[2]->u.str.s;
-    struct db_txn *txn = db_begin(db);
-    struct db_row *src = db_lookup(db, CLS_VM, ref);
-    struct value **f = NULL;
-    struct value *vifs = NULL, *vbds = NULL, *oc;
-    char new_ref[48], uuid[40], mref[48], muuid[40];
-    const char *power;
-    int rc = -1;
-
-    if (!src) {
-        db_abort(txn);
-        return api_fail_handle(ctx, CLS_VM, ref);
-    }
-    power = src->fields[F_VM_power_state]->u.str.s;
-    if (src->fields[F_VM_is_control_domain]->u.b) {
-        db_abort(txn);
-        return api_fail(ctx, ERR_OPERATION_NOT_ALLOWED,
-                        "the control domain cannot be cloned");
-    }
-    if (strcmp(power, "Halted") && !src->fields[F_VM_is_a_template]->u.b) {
-        char *actual = xstrdup(power);
-        db_abort(txn);
-        api_fail(ctx, ERR_VM_BAD_POWER_STATE, ref, "Halted", actual);
-        free(actual);
-        return -1;
-    }
-    vbds = value_ref(src->fields[F_VM_VBDs]);
-    for (size_t i = 0; i < vbds->u.arr.n; i++) {
-        struct db_row *b = db_lookup(db, CLS_VBD, vbds->u.arr.items[i]->u.str.s);
-        if (b && !b->fields[F_VBD_empty]->u.b
-            && db_lookup(db, CLS_VDI, b->fields[F_VBD_VDI]->u.str.s)) {
-            api_fail(ctx, ERR_OPERATION_NOT_ALLOWED,
-                     "cloning a VM with disks needs the storage layer");
-            goto out;
-        }
-    }
-    f = xcalloc(api_classes[CLS_VM].n_fields, sizeof *f);
-    for (size_t i = 0; i < api_classes[CLS_VM].n_fields; i++) {
-        if (!clone_skips(i)) {
-            f[i] = value_ref(src->fields[i]);
-        }
-    }
-    uuid_generate(uuid);
-    db_new_ref(new_ref);
-    db_new_ref(mref);
-    uuid_generate(muuid);
-    f[F_VM_uuid] = value_string(uuid);
-    f[F_VM_name_label] = value_string(name);
-    f[F_VM_power_state] = value_string("Halted");
-    f[F_VM_domid] = value_int(-1);
-    f[F_VM_parent] = value_string(ref);
-    f[F_VM_metrics] = value_string(mref);
-    oc = value_copy_shallow(src->fields[F_VM_other_config]);
-    value_struct_remove(oc, "default_template");
-    value_unref(f[F_VM_other_config]);
-    f[F_VM_other_config] = oc;
-    f[F_VM_allowed_operations] = lifecycle_allowed_ops(
-        "Halted", src->fields[F_VM_is_a_template]->u.b, false);
-    vifs = value_ref(src->fields[F_VM_VIFs]);
-    {
-        struct value **mf = xcalloc(api_classes[CLS_VM_metrics].n_fields,
-                                    sizeof *mf);
-        mf[F_VM_metrics_uuid] = value_string(muuid);
-        rc = db_insert(txn, CLS_VM_metrics, mref, mf, NULL);
-        free(mf);
-    }
-    if (!rc) {
-        rc = db_insert(txn, CLS_VM, new_ref, f, NULL);
-    }
-    /* Devices: VIFs get new MACs; VBDs (empty CD drives here) are copied. */
-    for (size_t i = 0; !rc && i < vifs->u.arr.n; i++) {
-        struct db_row *v = db_lookup(db, CLS_VIF, vifs->u.arr.items[i]->u.str.s);
-        struct value **vf;
-        char vref[48], vuuid[40], mac[18];
-        if (!v) {
-            continue;
-        }
-        vf = xcalloc(api_classes[CLS_VIF].n_fields, sizeof *vf);
-        for (size_t k = 0; k < api_classes[CLS_VIF].n_fields; k++) {
-            if (api_classes[CLS_VIF].fields[k].qualifier != API_RO_RUNTIME) {
-                vf[k] = value_ref(v->fields[k]);
-            }
-        }
-        db_new_ref(vref);
-        uuid_generate(vuuid);
-        random_mac(mac);
-        value_unref(vf[F_VIF_uuid]);
-        vf[F_VIF_uuid] = value_string(vuuid);
-        value_unref(vf[F_VIF_VM]);
-        vf[F_VIF_VM] = value_string(new_ref);
-        value_unref(vf[F_VIF_MAC]);
-        vf[F_VIF_MAC] = value_string(mac);
-        vf[F_VIF_MAC_autogenerated] = value_true();
-        rc = db_insert(txn, CLS_VIF, vref, vf, NULL);
-        free(vf);
-    }
-    for (size_t i = 0; !rc && i < vbds->u.arr.n; i++) {
-        struct db_row *b = db_lookup(db, CLS_VBD, vbds->u.arr.items[i]->u.str.s);
-        struct value **bf;
-        char bref[48], buuid[40];
-        if (!b) {
-            continue;
-        }
-        bf = xcalloc(api_classes[CLS_VBD].n_fields, sizeof *bf);
-        for (size_t k = 0; k < api_classes[CLS_VBD].n_fields; k++) {
-            if (api_classes[CLS_VBD].fields[k].qualifier != API_RO_RUNTIME) {
-                bf[k] = value_ref(b->fields[k]);
-            }
-        }
-        db_new_ref(bref);
-        uuid_generate(buuid);
-        value_unref(bf[F_VBD_uuid]);
-        bf[F_VBD_uuid] = value_string(buuid);
-        value_unref(bf[F_VBD_VM]);
-        bf[F_VBD_VM] = value_string(new_ref);
-        rc = db_insert(txn, CLS_VBD, bref, bf, NULL);
-        free(bf);
-    }
-    if (rc) {
-        api_fail_internal(ctx, "cannot record the clone: %s", strerror(-rc));
-        goto out;
-    }
-    rc = api_commit(ctx, txn);
-    txn = NULL;
-    if (!rc) {
-        *ret = value_string(new_ref);
-    }
-out:
-    db_abort(txn);
-    free(f);
-    value_unref(vifs);
-    value_unref(vbds);
-    return rc ? -1 : 0;
-}
-
-int
-api_vm_clone(struct api_ctx *ctx, struct value **args, struct value **ret)
-{
-    return clone_vm(ctx, args, ret);
-}
-
-/* VM.copy makes a full copy on another SR; with no disks to copy it is
- * the same as a clone, and the SR must exist when one is named. */
-int
-api_vm_copy(struct api_ctx *ctx, struct value **args, struct value **ret)
-{
-    const char *sr = args[3]->u.str.s;
-
-    if (*sr && strcmp(sr, "OpaqueRef:NULL")) {
-        struct db_row *row;
-        db_read_lock(ctx->x->db);
-        row = db_lookup(ctx->x->db, CLS_SR, sr);
-        db_read_unlock(ctx->x->db);
-        if (!row) {
-            return api_fail_handle(ctx, CLS_SR, sr);
-        }
-    }
-    return clone_vm(ctx, args, ret);
 }
 
 /* ---- explicit setters with XenAPI's checks ---- */
