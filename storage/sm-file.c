@@ -896,25 +896,64 @@ sr_stat(struct sm_sr *sr, struct sm_sr_stat *ret_stat, char **ret_err)
     return 0;
 }
 
+/* Images an operation in progress has made but not published: the
+ * base-to-be and the new VDI of a snapshot, the base of a GC swap (which
+ * is briefly not hidden). */
+struct in_flight {
+    char uuids[6][37];
+    int n;
+};
+
+static void
+in_flight_add(const struct sm_sr *sr, struct in_flight *f)
+{
+    struct journal j;
+
+    if (journal_read(sr, OP_JOURNAL, &j) > 0 && f->n <= 4) {
+        memcpy(f->uuids[f->n++], j.b, 37);
+        memcpy(f->uuids[f->n++], j.c, 37);
+    }
+    if (journal_read(sr, GC_JOURNAL, &j) > 0 && !strcmp(j.op, "swap")
+        && f->n <= 5) {
+        memcpy(f->uuids[f->n++], j.a, 37);
+    }
+}
+
+static bool
+in_flight_has(const struct in_flight *f, const char *uuid)
+{
+    for (int i = 0; i < f->n; i++) {
+        if (!strcmp(f->uuids[i], uuid)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static int
 sr_scan(struct sm_sr *sr, struct sm_vdi_info **ret_vdis, size_t *ret_n,
         char **ret_err)
 {
     struct catalog c = { NULL, 0 };
     struct sm_vdi_info *vdis = NULL;
+    struct in_flight flight = { .n = 0 };
     size_t n = 0;
     int rc;
 
+    /* The journals are read before and after listing, so that a scan
+     * running beside a snapshot does not report its half-made images. */
+    in_flight_add(sr, &flight);
     rc = catalog_load(sr, &c, ret_err);
     if (rc) {
         goto out;
     }
+    in_flight_add(sr, &flight);
     vdis = xcalloc(c.n ? c.n : 1, sizeof *vdis);
     for (size_t i = 0; i < c.n; i++) {
         const struct image *img = &c.images[i];
         struct sm_vdi_info *info = &vdis[n];
 
-        if (img->hidden) {
+        if (img->hidden || in_flight_has(&flight, img->uuid)) {
             continue;
         }
         memcpy(info->uuid, img->uuid, 37);

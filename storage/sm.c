@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,13 +23,8 @@
 
 extern char **environ;
 
-/* sm-lvm.c is written alongside this file; until it defines the lvm
- * driver, a weak reference lets the registry leave it out instead of
- * breaking the link. */
-#pragma weak sm_lvm_driver
-
 /* The order in which SM records are listed. */
-static const struct sm_driver *const all_drivers[] = {
+static const struct sm_driver *const drivers[] = {
     &sm_ext_driver,
     &sm_file_driver,
     &sm_nfs_driver,
@@ -38,33 +32,18 @@ static const struct sm_driver *const all_drivers[] = {
     &sm_iso_driver,
     &sm_sim_driver,
 };
-static const struct sm_driver *drivers[ARRAY_SIZE(all_drivers)];
-static size_t n_drivers;
-static pthread_once_t drivers_once = PTHREAD_ONCE_INIT;
-
-static void
-drivers_init(void)
-{
-    for (size_t i = 0; i < ARRAY_SIZE(all_drivers); i++) {
-        if (all_drivers[i]) {
-            drivers[n_drivers++] = all_drivers[i];
-        }
-    }
-}
 
 const struct sm_driver *const *
 sm_drivers(size_t *ret_n)
 {
-    pthread_once(&drivers_once, drivers_init);
-    *ret_n = n_drivers;
+    *ret_n = ARRAY_SIZE(drivers);
     return drivers;
 }
 
 const struct sm_driver *
 sm_driver_find(const char *type)
 {
-    pthread_once(&drivers_once, drivers_init);
-    for (size_t i = 0; i < n_drivers; i++) {
+    for (size_t i = 0; i < ARRAY_SIZE(drivers); i++) {
         if (type && !strcmp(drivers[i]->type, type)) {
             return drivers[i];
         }
