@@ -1124,6 +1124,19 @@ vdi_delete_rows(struct db_txn *txn, const char *ref)
 /* The largest VDI a VHD-based driver makes (vhd.h). */
 #define VDI_MAX_SIZE ((int64_t) VHD_MAX_SIZE)
 
+/* Whether a VDI's sm_config asks for (or reports) a raw image, which the
+ * VHD size limit does not bound. */
+static bool
+vhd_format_raw(const struct value *sm_config)
+{
+    const char *t = sm_config && sm_config->type == VALUE_STRUCT
+                    ? value_struct_get_string(sm_config, "type") : NULL;
+    const char *v = sm_config && sm_config->type == VALUE_STRUCT
+                    ? value_struct_get_string(sm_config, "vdi_type") : NULL;
+
+    return (t && !strcmp(t, "raw")) || (v && !strcmp(v, "raw"));
+}
+
 int
 storage_vdi_create(struct api_ctx *ctx, const struct storage_vdi_spec *spec,
                    char *ret_ref)
@@ -1166,10 +1179,11 @@ storage_vdi_create(struct api_ctx *ctx, const struct storage_vdi_spec *spec,
     if (r) {
         struct sm_fail f = { .sr = spec->sr, .op = "create",
                              .requested = spec->virtual_size };
-        if (r == -EFBIG) {
+        if (r == -EFBIG || (r == -EINVAL && spec->virtual_size > VDI_MAX_SIZE
+                            && !vhd_format_raw(spec->sm_config))) {
             char max[24];
             i64_str(max, sizeof max, VDI_MAX_SIZE);
-            api_fail(ctx, ERR_VDI_TOO_LARGE, "", max);
+            api_fail(ctx, ERR_VDI_TOO_LARGE, "OpaqueRef:NULL", max);
             goto out;
         }
         if (r == -ENOSPC && sr_stat(a, &s)) {
@@ -1993,7 +2007,8 @@ vdi_resize(struct api_ctx *ctx, const char *ref, int64_t size, bool online)
     if (r) {
         struct sm_fail f = { .sr = sr_ref, .vdi = ref, .op = op,
                              .requested = size };
-        if (r == -EFBIG) {
+        if (r == -EFBIG || (r == -EINVAL && size > VDI_MAX_SIZE
+                            && !vhd_format_raw(vf.sm_config))) {
             char max[24];
             i64_str(max, sizeof max, VDI_MAX_SIZE);
             api_fail(ctx, ERR_VDI_TOO_LARGE, ref, max);
@@ -3941,7 +3956,7 @@ api_vdi_introduce(struct api_ctx *ctx, struct value **args, struct value **ret)
 {
     struct xapi *x = ctx->x;
     const char *uuid = arg_s(args, 1), *sr_ref = arg_s(args, 4);
-    const char *location = arg_s(args, 10);
+    const char *location = arg_s(args, 9);
     struct sm_vdi_info info;
     struct sm_sr_stat s;
     struct sr_att *a = NULL;
@@ -4011,25 +4026,25 @@ api_vdi_introduce(struct api_ctx *ctx, struct value **args, struct value **ret)
             .sr = sr_ref, .name_label = arg_s(args, 2),
             .name_description = arg_s(args, 3), .type = arg_s(args, 5),
             .sharable = args[6]->u.b, .read_only = args[7]->u.b,
-            .other_config = args[8], .sm_config = args[12],
+            .other_config = args[8], .sm_config = args[11],
         };
         struct value **f = vdi_fields_new(&spec, &info);
         value_unref(f[F_VDI_xenstore_data]);
-        f[F_VDI_xenstore_data] = value_ref(args[11]);
+        f[F_VDI_xenstore_data] = value_ref(args[10]);
         value_unref(f[F_VDI_managed]);
-        f[F_VDI_managed] = value_bool(args[13]->u.b);
-        if (!null_ref(arg_s(args, 16))) {
+        f[F_VDI_managed] = value_bool(args[12]->u.b);
+        if (!null_ref(arg_s(args, 15))) {
             value_unref(f[F_VDI_metadata_of_pool]);
-            f[F_VDI_metadata_of_pool] = value_ref(args[16]);
+            f[F_VDI_metadata_of_pool] = value_ref(args[15]);
         }
         value_unref(f[F_VDI_is_a_snapshot]);
-        f[F_VDI_is_a_snapshot] = value_bool(args[17]->u.b);
+        f[F_VDI_is_a_snapshot] = value_bool(args[16]->u.b);
         value_unref(f[F_VDI_snapshot_time]);
-        f[F_VDI_snapshot_time] = value_ref(args[18]);
-        if (!null_ref(arg_s(args, 19))
-            && db_lookup(x->db, CLS_VDI, arg_s(args, 19))) {
+        f[F_VDI_snapshot_time] = value_ref(args[17]);
+        if (!null_ref(arg_s(args, 18))
+            && db_lookup(x->db, CLS_VDI, arg_s(args, 18))) {
             value_unref(f[F_VDI_snapshot_of]);
-            f[F_VDI_snapshot_of] = value_ref(args[19]);
+            f[F_VDI_snapshot_of] = value_ref(args[18]);
         }
         if (db_insert_fields(txn, CLS_VDI, ref, f)) {
             db_abort(txn);

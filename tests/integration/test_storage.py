@@ -380,6 +380,56 @@ try:
                               'file', {})
         c.VDI.destroy(s, v)
 
+    @tap.test('test_vdi_forget_introduce_update_and_setters')
+    def _():
+        sr = new_sr('file', {'location': os.path.join(tmp, 'intro-sr')})
+        v = new_vdi(sr, GiB, 'orig')
+        expect_error(lambda: new_vdi(sr, 3 << 40), 'VDI_TOO_LARGE',
+                     [NULL, str((2040 << 30))])
+        expect_error(lambda: c.VDI.resize(s, v, str(3 << 40)), 'VDI_TOO_LARGE',
+                     [v, str((2040 << 30))])
+        loc = c.VDI.get_location(s, v)
+        uuid = c.VDI.get_uuid(s, v)
+        c.VDI.forget(s, v)
+        assert c.SR.get_VDIs(s, sr) == []
+        assert c.SR.get_virtual_allocation(s, sr) == '0'
+
+        def introduce(location, uuid=''):
+            return c.VDI.introduce(s, uuid, 'back', 'again', sr, 'user', False,
+                                   False, {'k': 'v'}, location, {}, {}, True,
+                                   '0', '0', '', False, '19700101T00:00:00Z',
+                                   '')
+        back = introduce(loc, uuid)
+        rec = c.VDI.get_record(s, back)
+        assert rec['uuid'] == uuid and rec['location'] == loc, rec
+        assert rec['virtual_size'] == str(GiB), rec
+        assert rec['name_label'] == 'back' and rec['other_config'] == {'k': 'v'}
+        assert c.SR.get_virtual_allocation(s, sr) == str(GiB)
+        expect_error(lambda: introduce(loc), 'LOCATION_NOT_UNIQUE', [sr, loc])
+        expect_error(lambda: introduce('not-there'), 'VDI_LOCATION_MISSING',
+                     [sr, 'not-there'])
+        c.VDI.update(s, back)
+        c.VDI.set_name_label(s, back, 'renamed')
+        c.VDI.set_name_description(s, back, 'described')
+        c.VDI.set_sharable(s, back, True)
+        c.VDI.set_on_boot(s, back, 'reset')
+        c.VDI.set_allow_caching(s, back, True)
+        rec = c.VDI.get_record(s, back)
+        assert (rec['name_label'], rec['name_description'], rec['sharable'],
+                rec['on_boot'], rec['allow_caching']) == (
+            'renamed', 'described', True, 'reset', True), rec
+        c.VDI.set_read_only(s, back, True)
+        expect_error(lambda: c.VDI.resize(s, back, str(2 * GiB)),
+                     'VDI_READONLY', [back])
+        c.SR.set_name_label(s, sr, 'new name')
+        c.SR.set_name_description(s, sr, 'new text')
+        assert c.SR.get_name_label(s, sr) == 'new name'
+        assert c.SR.get_name_description(s, sr) == 'new text'
+        expect_error(lambda: c.SR.assert_can_host_ha_statefile(s, sr),
+                     'HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED', [sr])
+        c.SR.update(s, sr)
+        assert_accounting(sr)
+
     @tap.test('test_vbd_plug_serves_the_disk_over_nbd_and_unplug_stops_it')
     def _():
         if not shutil.which('nbdinfo'):
