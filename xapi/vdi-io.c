@@ -976,14 +976,100 @@ ie_body_error(struct ie_call *c, int rc)
     return api_fail(&c->ctx, ERR_IMPORT_ERROR, strerror(-rc));
 }
 
+/* Writes to the disk on a thread of its own while the next piece of the
+ * body is read from the network: both are copies the kernel does, and
+ * overlapping them nearly doubles an import's rate.  One piece at a time
+ * is with the writer; the reader fills the other buffer meanwhile. */
+struct disk_writer {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct api_ctx *ctx;        /* api_fail() from the writer only */
+    struct blockdev *dev;
+    const char *buf;            /* the piece being written, if pending */
+    uint64_t off;
+    size_t len;
+    bool pending, stop, failed;
+};
+
+static void *
+disk_writer_main(void *w_)
+{
+    struct disk_writer *w = w_;
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        bool failed;
+        while (!w->pending && !w->stop) {
+            pthread_cond_wait(&w->cv, &w->mu);
+        }
+        if (!w->pending) {
+            break;
+        }
+        pthread_mutex_unlock(&w->mu);
+        failed = ie_write_sparse(w->ctx, w->dev, w->buf, w->off, w->len) != 0;
+        pthread_mutex_lock(&w->mu);
+        w->failed = w->failed || failed;
+        w->pending = false;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Waits until the writer is idle; returns -1 if a write failed. */
+static int
+disk_writer_wait(struct disk_writer *w)
+{
+    int rc;
+
+    pthread_mutex_lock(&w->mu);
+    while (w->pending) {
+        pthread_cond_wait(&w->cv, &w->mu);
+    }
+    rc = w->failed ? -1 : 0;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+/* Hands buf[0..len) over once the previous piece is written. */
+static int
+disk_writer_submit(struct disk_writer *w, const char *buf, uint64_t off,
+                   size_t len)
+{
+    if (disk_writer_wait(w)) {
+        return -1;
+    }
+    pthread_mutex_lock(&w->mu);
+    w->buf = buf;
+    w->off = off;
+    w->len = len;
+    w->pending = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
 static int
 import_raw(struct import_job *j, struct http_body_reader *r,
-           struct blockdev *dev, char *buf)
+           struct blockdev *dev, char *buf0)
 {
+    struct disk_writer w = { .ctx = &j->call.ctx, .dev = dev };
     uint64_t off = 0, total = j->req.body_chunked ? dev->size
                                                    : j->req.body_length;
+    char *bufs[2] = { buf0, xmalloc(IO_SIZE) };
+    int k = 0, rc = -1, r2;
 
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    r2 = pthread_create(&w.thread, NULL, disk_writer_main, &w);
+    if (r2) {
+        api_fail_internal(&j->call.ctx, "cannot start a thread: %s",
+                          strerror(r2));
+        goto out_nothread;
+    }
     for (;;) {
+        char *buf = bufs[k];
         size_t have = 0;
         ssize_t got = 0;
 
@@ -996,27 +1082,52 @@ import_raw(struct import_job *j, struct http_body_reader *r,
             have += got;
         }
         if (got < 0) {
-            return ie_body_error(&j->call, (int) got);
+            if (!disk_writer_wait(&w)) {
+                ie_body_error(&j->call, (int) got);
+            }
+            goto out;
         }
         if (have) {
             if (off + have > dev->size) {
                 char min[32];
                 snprintf(min, sizeof min, "%" PRIu64, off + have);
-                return api_fail(&j->call.ctx, ERR_VDI_TOO_SMALL, j->vdi_ref,
-                                min);
+                if (!disk_writer_wait(&w)) {
+                    api_fail(&j->call.ctx, ERR_VDI_TOO_SMALL, j->vdi_ref,
+                             min);
+                }
+                goto out;
             }
-            if (ie_write_sparse(&j->call.ctx, dev, buf, off, have)) {
-                return -1;
+            if (disk_writer_submit(&w, buf, off, have)) {
+                goto out;
             }
+            k ^= 1;
             off += have;
             if (ie_progress(&j->call, off, total)) {
-                return -1;
+                /* The writer may not fail the call at the same time. */
+                struct value *cancel = j->call.ctx.error;
+                j->call.ctx.error = NULL;
+                disk_writer_wait(&w);
+                value_unref(j->call.ctx.error);
+                j->call.ctx.error = cancel;
+                goto out;
             }
         }
         if (got == 0) {
-            return 0;
+            rc = disk_writer_wait(&w);
+            goto out;
         }
     }
+out:
+    pthread_mutex_lock(&w.mu);
+    w.stop = true;
+    pthread_cond_broadcast(&w.cv);
+    pthread_mutex_unlock(&w.mu);
+    pthread_join(w.thread, NULL);
+out_nothread:
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    free(bufs[1]);
+    return rc;
 }
 
 /* Skips body bytes up to the stream offset want. */
