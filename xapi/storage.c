@@ -120,6 +120,14 @@ fstr(const struct db_row *row, int f)
            ? v->u.str.s : "";
 }
 
+/* A library of read-only images (ISO SRs): its VDIs are never created,
+ * changed or deleted through the API. */
+static bool
+drv_read_only(const struct sm_driver *drv)
+{
+    return drv && drv->content_type && !strcmp(drv->content_type, "iso");
+}
+
 static void
 i64_str(char *buf, size_t size, int64_t v)
 {
@@ -545,6 +553,9 @@ vdi_check(struct xapi *x, const struct db_row *vdi, const char *op,
         return;
     }
     check_sr_attached(x, sr, r);
+    if (drv_read_only(drv) && strcmp(op, "copy") && strcmp(op, "update")) {
+        refuse(r, ERR_SR_OPERATION_NOT_SUPPORTED, 1, sr->ref);
+    }
     if ((!strcmp(op, "snapshot") && (!drv || !drv->vdi_snapshot))
         || (!strcmp(op, "clone") && (!drv || !drv->vdi_clone))
         || ((!strcmp(op, "resize") || !strcmp(op, "resize_online"))
@@ -669,6 +680,10 @@ sr_check(struct xapi *x, const struct db_row *sr, const char *op,
     if (!drv) {
         refuse(r, ERR_SR_UNKNOWN_DRIVER, 1, fstr(sr, F_SR_type));
         return;
+    }
+    if (drv_read_only(drv) && str_starts_with(op, "vdi_")
+        && strcmp(op, "vdi_introduce")) {
+        refuse(r, ERR_SR_OPERATION_NOT_SUPPORTED, 1, sr->ref);
     }
     if ((!strcmp(op, "vdi_create") && !drv->vdi_create)
         || (!strcmp(op, "vdi_introduce") && !drv->vdi_introduce)

@@ -477,6 +477,50 @@ try:
         c.VDI.destroy(s, snap)
         c.VDI.destroy(s, v)
 
+    @tap.test('test_iso_sr_lists_images_read_only_and_serves_an_inserted_cd')
+    def _():
+        lib = os.path.join(tmp, 'isos')
+        os.makedirs(lib)
+        with open(os.path.join(lib, 'install.iso'), 'wb') as f:
+            f.write(os.urandom(MiB))
+        sr = c.SR.create(s, host, {'location': lib}, '0', 'ISOs', '', 'iso',
+                         'iso', False, {})
+        assert c.SR.get_content_type(s, sr) == 'iso'
+        vdis = c.SR.get_VDIs(s, sr)
+        assert len(vdis) == 1, vdis
+        iso = vdis[0]
+        rec = c.VDI.get_record(s, iso)
+        assert rec['name_label'] == 'install.iso' and rec['read_only'], rec
+        assert rec['virtual_size'] == str(MiB), rec
+        assert 'vdi_create' not in c.SR.get_allowed_operations(s, sr)
+        expect_error(lambda: new_vdi(sr, MiB), 'SR_OPERATION_NOT_SUPPORTED',
+                     [sr])
+        expect_error(lambda: c.VDI.destroy(s, iso),
+                     'SR_OPERATION_NOT_SUPPORTED', [sr])
+        if not shutil.which('nbdinfo'):
+            raise Skip('nbdinfo is not installed')
+        t = c.VM.get_by_name_label(s, 'Debian Bookworm 12')[0]
+        vm = c.VM.clone(s, t, 'iso-vm')
+        c.VM.set_is_a_template(s, vm, False)
+        c.VM.set_domain_type(s, vm, 'pv')
+        cd = c.VBD.create(s, full_record(
+            model, 'VBD', VM=vm, VDI=NULL, userdevice='3', mode='RO',
+            type='CD', empty=True, bootable=False, unpluggable=True))
+        c.VM.start(s, vm, False, False)
+        # a disc changes in a running drive through the guest's drivers
+        wait_for(lambda: c.VM.get_guest_metrics(s, vm) != NULL)
+        c.VBD.insert(s, cd, iso)
+        sock = os.path.join(d.state_dir, 'tapdisk',
+                            c.VBD.get_uuid(s, cd) + '.sock')
+        r = subprocess.run(['nbdinfo', '--size', 'nbd+unix:///?socket=' + sock],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert int(r.stdout.strip()) == MiB, r.stdout
+        c.VBD.eject(s, cd)
+        assert not os.path.exists(sock)
+        c.VM.hard_shutdown(s, vm)
+        c.VM.destroy(s, vm)
+
     @tap.test('test_restart_keeps_one_local_sr_and_replugs_pbds')
     def _():
         srs = sorted(c.SR.get_all(s))
