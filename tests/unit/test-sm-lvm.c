@@ -929,6 +929,8 @@ TEST(test_crash_at_any_step_recovers_on_attach)
         if (cases[i].op == crash_op_gc) {
             /* A base with one leaf child, for the GC to merge. */
             CHECK(!vdi_copy(&f, crash_a, crash_s, false));
+            free(pa);
+            pa = NULL;
             CHECK(!vdi_attach(&f, crash_a, true, &pa));
             CHECK(!dev_write(pa, 2 * MiB, MiB, 0x80 + i, model));
             drv->vdi_detach(f.sr, crash_a);
