@@ -356,6 +356,67 @@ try:
                               headers={'Authorization': 'Basic ' + cred})
         assert st == 401, st
 
+    @tap.test('test_roles_below_vm_admin_are_refused_with_403')
+    def _():
+        import pwd
+        import secrets
+        if os.geteuid() != 0 or not all(shutil.which(t) for t in (
+                'useradd', 'userdel', 'chpasswd')):
+            raise Skip('needs root and useradd to make PAM users')
+        pool = c.pool.get_all(s)[0]
+        c.pool.enable_external_auth(s, pool, {}, 'ie-test', 'PAM')
+        roles = {r: c.role.get_by_name_label(s, r)[0]
+                 for r in ('vm-operator', 'vm-admin')}
+        made = []
+        try:
+            sessions = {}
+            for i, role in enumerate(roles):
+                name = 'xie%s%d' % (secrets.token_hex(3), i)
+                pw = 'pw-' + secrets.token_urlsafe(12)
+                subprocess.run(['useradd', '-M', '-N', '-s',
+                                '/usr/sbin/nologin', name], check=True,
+                               capture_output=True)
+                made.append(name)
+                subprocess.run(['chpasswd'], input=('%s:%s\n' % (name, pw))
+                               .encode(), check=True, capture_output=True)
+                sid = c.auth.get_subject_identifier(s, name)
+                subj = c.subject.create(s, {'subject_identifier': sid})
+                c.subject.add_to_roles(s, subj, roles[role])
+                sessions[role] = c.session.login_with_password(name, pw)
+            vdi = new_vdi(MiB, 'rbac')
+            st, h, body = request('GET', '/export_raw_vdi?' + q(
+                vdi=vdi, session_id=sessions['vm-operator']))
+            assert st == 403, (st, body)
+            rec = wait_task(h['task-id'])
+            assert rec['error_info'][:2] == ['RBAC_PERMISSION_DENIED',
+                                             'http/get_export_raw_vdi'], rec
+            st, h, body = request('GET', '/export_raw_vdi?' + q(
+                vdi=vdi, session_id=sessions['vm-admin']))
+            assert st == 200 and len(body) == MiB, st
+        finally:
+            for name in made:
+                subprocess.run(['userdel', name], capture_output=True)
+
+    @tap.test('test_the_unix_socket_needs_no_session')
+    def _():
+        if not d.unix_path:
+            raise Skip('the daemon has no Unix socket here')
+        vdi = new_vdi(MiB, 'unix')
+        sk = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sk.settimeout(30)
+        sk.connect(d.unix_path)
+        try:
+            sk.sendall(('PUT /import_raw_vdi?vdi=%s HTTP/1.1\r\n'
+                        'Content-Length: 5\r\n\r\nhello' % vdi).encode())
+            st, h, rest = read_head(sk)
+            read_body(sk, h, rest)
+        finally:
+            sk.close()
+        assert st == 200, st
+        assert wait_task(h['task-id'])['status'] == 'success'
+        _, _, body = export_raw(vdi)
+        assert body[:5] == b'hello', body[:5]
+
     @tap.test('test_export_progress_shows_on_the_given_task')
     def _():
         vdi = new_vdi(256 * MiB, 'progress')
