@@ -50,6 +50,7 @@ d = start_or_bail(Daemon(extra_args=[
 c = d.client()
 tmp = tempfile.mkdtemp(prefix='xapi-ie-test.')
 have_qemu_img = shutil.which('qemu-img') is not None
+open_at_stop = []
 
 
 def wait_for(fn, timeout=30):
@@ -871,8 +872,29 @@ try:
                 GiB / t_q / 1e6)
         print(line)
         c.VDI.destroy(s, vdi)
+    # Last: transfers still running when the daemon stops (finish_daemon
+    # below checks that it exits cleanly and without sanitizer reports).
+    @tap.test('test_transfers_open_at_shutdown')
+    def _():
+        vdi = new_vdi(256 * MiB, 'open at stop')
+        sk = connect()
+        sk.sendall(('GET /export_raw_vdi?%s HTTP/1.1\r\n\r\n'
+                    % q(vdi=vdi)).encode())
+        st, h, rest = read_head(sk)
+        assert st == 200, st
+        open_at_stop.append(sk)
+        vdi2 = new_vdi(256 * MiB, 'open at stop 2')
+        sk = connect()
+        sk.sendall(('PUT /import_raw_vdi?%s HTTP/1.1\r\nContent-Length: '
+                    '%d\r\n\r\n' % (q(vdi=vdi2), 64 * MiB)).encode())
+        sk.sendall(b'y' * MiB)
+        st, h, rest = read_head(sk)
+        assert st == 200, st
+        open_at_stop.append(sk)
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
     finish_daemon(d)
+    for sk in open_at_stop:
+        sk.close()
     d.cleanup()
     tap.finish()
