@@ -2394,6 +2394,15 @@ gc_merge_base(struct sm_sr *sr, struct catalog *c, int p, int ch,
             hooks_unpause(hooks, gi->uuid);
         }
         crash_point("gc-base-reparented");
+        /* Give back the room the locators did not need, unless the image
+         * must stay inflated (a thick VDI, or one attached for writing). */
+        if (!rc) {
+            bool rw = false;
+            if (gi->hidden || (!gi->thick && !(is_attached(sr, gi->uuid, &rw)
+                                                && rw))) {
+                rc = deflate(sr, gi->lv, ret_err);
+            }
+        }
     }
     if (!rc) {
         rc = lv_remove(sr, child->lv, ret_err);
@@ -2504,12 +2513,50 @@ sr_gc_step(struct sm_sr *sr, const struct sm_gc_hooks *hooks,
     return rc;
 }
 
+/* ---- probe ---- */
+
+/* The SR on the device, if any, in XenServer's <SRlist> format: a volume
+ * group named VG_XenStorage-<uuid> is the SR <uuid>. */
+static int
+sr_probe(const struct sm_map *dc, const struct sm_map *sm_config,
+         char **ret_xml, char **ret_err)
+{
+    static const char zero_uuid[] = "00000000-0000-0000-0000-000000000000";
+    struct ds xml = DS_EMPTY;
+    char *old = NULL;
+    struct vg vg;
+    int rc;
+
+    (void) sm_config;
+    rc = vg_init(&vg, zero_uuid, dc, ret_err);
+    if (!rc) {
+        rc = vg.be->device_vg(&vg, &old, ret_err);
+    }
+    if (rc) {
+        goto out;
+    }
+    ds_put_cstr(&xml, "<?xml version=\"1.0\" ?>\n<SRlist>\n");
+    if (old && str_starts_with(old, VG_PREFIX)
+        && uuid_is_valid(old + strlen(VG_PREFIX))) {
+        ds_put_fmt(&xml, "\t<SR>\n\t\t<UUID>%s</UUID>\n\t</SR>\n",
+                   old + strlen(VG_PREFIX));
+    }
+    ds_put_cstr(&xml, "</SRlist>\n");
+    *ret_xml = ds_steal(&xml);
+out:
+    ds_destroy(&xml);
+    free(old);
+    vg_destroy(&vg);
+    return rc;
+}
+
 /* ---- the SM record ---- */
 
 static const char *const sm_lvm_capabilities[] = {
-    "SR_UPDATE", "VDI_CREATE", "VDI_DELETE", "VDI_ATTACH", "VDI_DETACH",
-    "VDI_INTRODUCE", "VDI_SNAPSHOT", "VDI_CLONE", "VDI_RESIZE",
-    "VDI_GENERATE_CONFIG", "THIN_PROVISIONING", NULL,
+    "SR_PROBE", "SR_UPDATE", "VDI_CREATE", "VDI_DELETE", "VDI_ATTACH",
+    "VDI_DETACH", "VDI_RESIZE", "VDI_CLONE", "VDI_SNAPSHOT",
+    "VDI_INTRODUCE", "VDI_UPDATE", "ATOMIC_PAUSE", "THIN_PROVISIONING",
+    NULL,
 };
 
 static const struct sm_kv sm_lvm_configuration[] = {
@@ -2537,7 +2584,7 @@ const struct sm_driver sm_lvm_driver = {
     .content_type = "user",
     .shared = false,
     .thin = true,
-    .probe = NULL,
+    .probe = sr_probe,
     .create = sr_create,
     .destroy = sr_destroy,
     .attach = sr_attach,

@@ -447,6 +447,13 @@ TEST(test_create_refuses_a_device_holding_a_group_unless_forced)
     CHECK_INT(st.free_space, 1024 * MiB - EXTENT);
     CHECK_INT(st.physical_utilisation, EXTENT);
 
+    /* Probe finds the SR on the device. */
+    {
+        char *xml = NULL;
+        CHECK(!drv->probe(&f.dc, NULL, &xml, &err));
+        CHECK(xml && strstr(xml, f.sr_uuid) && strstr(xml, "<SRlist>"));
+        free(xml);
+    }
     uuid_generate(other);
     CHECK_INT(drv->create(f.dir, other, &f.dc, 0, &err), -EEXIST);
     free(err);
@@ -819,6 +826,53 @@ TEST(test_gc_pauses_an_attached_leaf_it_merges)
     free(err);
     free(pa);
     free(model);
+    fixture_done(&f);
+}
+
+TEST(test_gc_merges_a_lone_base_into_its_parent)
+{
+    const uint64_t size = 16 * MiB;
+    struct fixture f;
+    struct pauses p = { "", 0, 0 };
+    struct sm_gc_hooks hooks = { hook_attached, hook_pause, hook_unpause,
+                                 NULL, &p };
+    char a[37], s1[37], s2[37], *pa = NULL, *ps = NULL, *err = NULL;
+    uint8_t *ma = xcalloc(1, size), *ms2 = NULL;
+    int n;
+
+    CHECK(fixture_setup(&f, "merge-base", 4096 * MiB, "thin"));
+    CHECK(!vdi_create(&f, a, size, NULL));
+    CHECK(!vdi_attach(&f, a, true, &pa));
+    CHECK(!dev_write(pa, 0, MiB, 0x01, ma));
+    CHECK(!vdi_copy(&f, a, s1, false));
+    CHECK(!dev_write(pa, 2 * MiB, MiB, 0x02, ma));
+    CHECK(!vdi_copy(&f, a, s2, false));
+    ms2 = memdup(ma, size);
+    CHECK(!dev_write(pa, 4 * MiB, MiB, 0x03, ma));
+    CHECK_INT(chain_len(&f, a), 3);
+    /* Without s1, the first base has one child: the second base. */
+    CHECK(!drv->vdi_destroy(f.sr, s1, &err));
+    snprintf(p.attached, sizeof p.attached, "%s", a);
+    CHECK(gc_all(&f, &hooks) > 1);
+    CHECK(p.paused >= 1 && p.paused == p.unpaused);
+    CHECK_INT(chain_len(&f, a), 2);
+    CHECK_INT(chain_len(&f, s2), 2);
+    CHECK_INT(n_lvs(&f, "VHD-"), 3);
+    CHECK(scan_has(&f, a, &n) && scan_has(&f, s2, NULL));
+    CHECK_INT(n, 2);
+    CHECK(dev_matches(pa, ma, size));
+    CHECK(!vdi_attach(&f, s2, false, &ps));
+    CHECK(dev_matches(ps, ms2, size));
+    CHECK(image_sound(pa) && image_sound(ps));
+    /* Reparented children went back to their deflated size. */
+    CHECK(lv_size(&f, s2) <= EXTENT);
+    drv->vdi_detach(f.sr, s2);
+    drv->vdi_detach(f.sr, a);
+    free(pa);
+    free(ps);
+    free(ma);
+    free(ms2);
+    free(err);
     fixture_done(&f);
 }
 
