@@ -13,8 +13,13 @@
 #   2. VM.get_all_records with 10,000 VMs, end to end (bench/http-load.c);
 #   3. durable commits/s: VM.set_name_label from 1 and 8 writers, and the
 #      db-level bench/db-commit;
-#   4. the daemon's VmRSS/VmHWM along the way.
-# About 1.5 to 2 minutes after the build.  Needs root only to install
+#   4. the daemon's VmRSS/VmHWM along the way;
+#   5. event delivery latency; 6. VM lifecycle cycles;
+#   7. the block server (xapi-tapdisk) beside qemu-nbd over NBD, and
+#   8. /import_raw_vdi and /export_raw_vdi beside qemu-img convert, both on
+#      4 GiB VHDs (bench/storage-bench.py, runnable alone; skip with
+#      XAPI_BENCH_SKIP_STORAGE=1).
+# About 1.5 to 2 minutes after the build, plus about 4 for 7 and 8.  Needs root only to install
 # missing packages (scripts/install-deps.sh bench).
 set -e
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,15 +29,17 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 if [ $# -ge 1 ]; then
     build=$(cd "$1" && pwd)
     if [ -f "$build/Makefile" ]; then
-        make -s -C "$build" -j"$(nproc)" xapi/xapi bench/db-commit
+        make -s -C "$build" -j"$(nproc)" xapi/xapi bench/db-commit \
+            storage/xapi-tapdisk
     fi
 else
     build=$top/build
     if ! "$top/scripts/build.sh" "$build"; then
         # The whole tree did not build (a test may be mid-edit); the
         # benchmarks need only the daemon and bench/db-commit.
-        echo "bench: full build failed; building xapi/xapi and bench/db-commit only" >&2
-        make -s -C "$build" -j"$(nproc)" xapi/xapi bench/db-commit
+        echo "bench: full build failed; building xapi/xapi, bench/db-commit and storage/xapi-tapdisk only" >&2
+        make -s -C "$build" -j"$(nproc)" xapi/xapi bench/db-commit \
+            storage/xapi-tapdisk
     fi
 fi
 if [ ! -x "$build/xapi/xapi" ]; then
@@ -64,3 +71,9 @@ echo "== 6. VM lifecycle cycles =="
 echo "(VM.start + VM.clean_shutdown from 8 clients, alone and with 1000 VMs resident;"
 echo " simulated guest delays zero, so the toolstack's own time is measured)"
 python3 "$top/bench/vm-cycles.py" "$build"
+
+if [ -z "${XAPI_BENCH_SKIP_STORAGE:-}" ]; then
+    echo
+    echo "== 7-8. Storage: block server and VDI data over HTTP =="
+    python3 "$top/bench/storage-bench.py" --build-dir "$build" --work-dir "$work"
+fi
