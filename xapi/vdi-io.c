@@ -702,8 +702,12 @@ export_write(struct export_job *j, const void *p, size_t n)
 
     if (rc) {
         /* Only the task can still hear about it. */
-        return api_fail_internal(&j->call.ctx, "the client stopped "
-                                 "reading: %s", strerror(-rc));
+        /* A client going away is not the daemon's fault: no error log,
+         * the task (logged at info by ie_end) says it. */
+        char msg[96];
+        snprintf(msg, sizeof msg, "the client stopped reading: %s",
+                 strerror(-rc));
+        return api_fail(&j->call.ctx, ERR_INTERNAL_ERROR, msg);
     }
     return 0;
 }

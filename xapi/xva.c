@@ -579,8 +579,12 @@ export_send(struct export_job *j, const void *p, size_t n)
     int rc = http_stream_write_all(j->s, p, n, IE_IO_TIMEOUT_MS);
 
     if (rc) {
-        return api_fail_internal(&j->call.ctx, "the client stopped "
-                                 "reading: %s", strerror(-rc));
+        /* A client going away is not the daemon's fault: no error log,
+         * the task (logged at info by ie_end) says it. */
+        char msg[96];
+        snprintf(msg, sizeof msg, "the client stopped reading: %s",
+                 strerror(-rc));
+        return api_fail(&j->call.ctx, ERR_INTERNAL_ERROR, msg);
     }
     return 0;
 }
