@@ -150,7 +150,9 @@ tar_parse_header(const unsigned char h[TAR_BLOCK], char *name, size_t size,
     if (!ok) {
         return -1;
     }
-    if (!memcmp(h + 257, "ustar", 5) && h[345]) {
+    /* Only POSIX ustar has a name prefix; GNU tar ("ustar  ") keeps
+     * times there. */
+    if (!memcmp(h + 257, "ustar\0", 6) && h[345]) {
         snprintf(name, size, "%.155s/%.100s", (const char *) h + 345,
                  (const char *) h);
     } else {
