@@ -657,12 +657,12 @@ try:
         old = c.VIF.get_record(s, c.VM.get_VIFs(s, vm)[0])
         assert vif['MAC'] != old['MAC'], 'MAC kept without restore'
 
-    def rewrite(tar, fn):
+    def rewrite(tar, fn, fmt=tarfile.USTAR_FORMAT):
         """A copy of the archive with fn(name, data) -> data (or None to
         drop the member)."""
         src = tarfile.open(fileobj=io.BytesIO(tar), mode='r:')
         out = io.BytesIO()
-        dst = tarfile.open(fileobj=out, mode='w:', format=tarfile.USTAR_FORMAT)
+        dst = tarfile.open(fileobj=out, mode='w:', format=fmt)
         for m in src.getmembers():
             data_ = fn(m.name, src.extractfile(m).read())
             if data_ is None:
@@ -775,6 +775,14 @@ try:
                 dst.addfile(m, io.BytesIO(data_))
             dst.close()
             st, h, body, rec = import_xva(out.getvalue())
+            assert rec['status'] == 'success', rec
+
+        @tap.test('test_import_xva_written_by_gnu_tar')
+        def _():
+            def touch(name, data_):
+                return data_
+            st, h, body, rec = import_xva(rewrite(t, touch,
+                                                  tarfile.GNU_FORMAT))
             assert rec['status'] == 'success', rec
 
         @tap.test('test_import_xva_with_force_ignores_bad_checksums')
