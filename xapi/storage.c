@@ -3212,10 +3212,6 @@ sr_create(struct api_ctx *ctx, struct value **args, bool shared,
     if (!drv->create) {
         return api_fail(ctx, ERR_SR_OPERATION_NOT_SUPPORTED, "OpaqueRef:NULL");
     }
-    if (shared && !drv->shared) {
-        return api_fail(ctx, ERR_SR_BACKEND_FAILURE, "EINVAL", "",
-                        "SRs of this type cannot be shared");
-    }
     if (size < 0) {
         char v[24];
         i64_str(v, sizeof v, size);
@@ -4315,6 +4311,59 @@ api_vbd_destroy(struct api_ctx *ctx, struct value **args, struct value **ret)
     return api_generic(ctx, args, ret);
 }
 
+/* VBD.assert_attachable: what attaching the VBD's disk would refuse. */
+static int
+api_vbd_assert_attachable(struct api_ctx *ctx, struct value **args,
+                          struct value **ret)
+{
+    struct xapi *x = ctx->x;
+    const char *ref = arg_s(args, 1);
+    struct db_row *b, *vdi, *sr;
+    struct refusal r;
+    bool found;
+
+    refusal_init(&r);
+    db_read_lock(x->db);
+    b = db_lookup(x->db, CLS_VBD, ref);
+    found = b != NULL;
+    vdi = b && !b->fields[F_VBD_empty]->u.b
+          ? db_lookup(x->db, CLS_VDI, fstr(b, F_VBD_VDI)) : NULL;
+    sr = vdi ? db_lookup(x->db, CLS_SR, fstr(vdi, F_VDI_SR)) : NULL;
+    if (b && !b->fields[F_VBD_empty]->u.b && !vdi) {
+        refuse(&r, ERR_HANDLE_INVALID, 2, "VDI", fstr(b, F_VBD_VDI));
+    }
+    if (vdi) {
+        const char *t = fstr(vdi, F_VDI_type);
+        bool rw = !strcmp(fstr(b, F_VBD_mode), "RW");
+        const struct value *vbds = vdi->fields[F_VDI_VBDs];
+        if (!strcmp(t, "ha_statefile") || !strcmp(t, "redo_log")
+            || !strcmp(t, "rrd") || !strcmp(t, "pvs_cache")
+            || !strcmp(t, "cbt_metadata")) {
+            refuse(&r, ERR_VDI_INCOMPATIBLE_TYPE, 2, vdi->ref, t);
+        }
+        if (rw && vdi->fields[F_VDI_read_only]->u.b) {
+            refuse(&r, ERR_VDI_READONLY, 1, vdi->ref);
+        }
+        for (size_t i = 0; i < vbds->u.arr.n; i++) {
+            struct db_row *o = db_lookup(x->db, CLS_VBD,
+                                         vbds->u.arr.items[i]->u.str.s);
+            if (o && strcmp(o->ref, ref) && o->fields[F_VBD_currently_attached]->u.b
+                && (rw || !strcmp(fstr(o, F_VBD_mode), "RW"))
+                && !vdi->fields[F_VDI_sharable]->u.b) {
+                refuse(&r, ERR_VDI_IN_USE, 2, vdi->ref, "attach");
+            }
+        }
+        if (sr) {
+            check_sr_attached(x, sr, &r);
+        }
+    }
+    db_read_unlock(x->db);
+    if (!found) {
+        return api_fail_handle(ctx, CLS_VBD, ref);
+    }
+    return r.err >= 0 ? fail_refusal(ctx, &r) : 0;
+}
+
 const struct api_handler_entry storage_handlers[] = {
     { "PBD.create", api_pbd_create },
     { "PBD.destroy", api_pbd_destroy },
@@ -4336,6 +4385,7 @@ const struct api_handler_entry storage_handlers[] = {
     { "SR.set_physical_size", api_sr_set_physical_size },
     { "SR.set_shared", api_sr_set_shared },
     { "SR.update", api_sr_update },
+    { "VBD.assert_attachable", api_vbd_assert_attachable },
     { "VBD.create", api_vbd_create },
     { "VBD.destroy", api_vbd_destroy },
     { "VDI.clone", api_vdi_clone },

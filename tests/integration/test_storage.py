@@ -468,7 +468,10 @@ try:
         vbd2 = c.VBD.create(s, full_record(
             model, 'VBD', VM=vm, VDI=snap, userdevice='6', mode='RW',
             type='Disk', empty=False, bootable=False, unpluggable=True))
+        expect_error(lambda: c.VBD.assert_attachable(s, vbd2), 'VDI_READONLY',
+                     [snap])
         expect_error(lambda: c.VBD.plug(s, vbd2), 'VDI_READONLY', [snap])
+        c.VBD.assert_attachable(s, vbd)
         c.VBD.destroy(s, vbd2)
         c.VBD.unplug(s, vbd)
         assert not os.path.exists(sock)
