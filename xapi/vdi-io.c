@@ -980,15 +980,13 @@ ie_body_error(struct ie_call *c, int rc)
     return api_fail(&c->ctx, ERR_IMPORT_ERROR, strerror(-rc));
 }
 
-/* Writes to the disk on a thread of its own while the next piece of the
- * body is read from the network: both are copies the kernel does, and
- * overlapping them nearly doubles an import's rate.  One piece at a time
- * is with the writer; the reader fills the other buffer meanwhile. */
-struct disk_writer {
+/* ---- writing a disk while the next piece arrives ---- */
+
+struct ie_writer {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct api_ctx *ctx;        /* api_fail() from the writer only */
+    struct api_ctx ctx;         /* a copy: errors stay here until taken */
     struct blockdev *dev;
     const char *buf;            /* the piece being written, if pending */
     uint64_t off;
@@ -997,9 +995,9 @@ struct disk_writer {
 };
 
 static void *
-disk_writer_main(void *w_)
+ie_writer_main(void *w_)
 {
-    struct disk_writer *w = w_;
+    struct ie_writer *w = w_;
 
     pthread_mutex_lock(&w->mu);
     for (;;) {
@@ -1011,7 +1009,8 @@ disk_writer_main(void *w_)
             break;
         }
         pthread_mutex_unlock(&w->mu);
-        failed = ie_write_sparse(w->ctx, w->dev, w->buf, w->off, w->len) != 0;
+        failed = !w->failed
+                 && ie_write_sparse(&w->ctx, w->dev, w->buf, w->off, w->len);
         pthread_mutex_lock(&w->mu);
         w->failed = w->failed || failed;
         w->pending = false;
@@ -1021,27 +1020,53 @@ disk_writer_main(void *w_)
     return NULL;
 }
 
-/* Waits until the writer is idle; returns -1 if a write failed. */
-static int
-disk_writer_wait(struct disk_writer *w)
+struct ie_writer *
+ie_writer_start(struct api_ctx *ctx, struct blockdev *dev)
 {
-    int rc;
+    struct ie_writer *w = xcalloc(1, sizeof *w);
+    int r;
+
+    w->ctx = *ctx;
+    w->ctx.error = NULL;
+    w->dev = dev;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    r = pthread_create(&w->thread, NULL, ie_writer_main, w);
+    if (r) {
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
+        free(w);
+        api_fail_internal(ctx, "cannot start a thread: %s", strerror(r));
+        return NULL;
+    }
+    return w;
+}
+
+int
+ie_writer_wait(struct ie_writer *w, struct api_ctx *ctx)
+{
+    int rc = 0;
 
     pthread_mutex_lock(&w->mu);
     while (w->pending) {
         pthread_cond_wait(&w->cv, &w->mu);
     }
-    rc = w->failed ? -1 : 0;
+    if (w->failed) {
+        rc = -1;
+        if (w->ctx.error && !ctx->error) {
+            ctx->error = w->ctx.error;
+            w->ctx.error = NULL;
+        }
+    }
     pthread_mutex_unlock(&w->mu);
     return rc;
 }
 
-/* Hands buf[0..len) over once the previous piece is written. */
-static int
-disk_writer_submit(struct disk_writer *w, const char *buf, uint64_t off,
-                   size_t len)
+int
+ie_writer_submit(struct ie_writer *w, struct api_ctx *ctx, const char *buf,
+                 uint64_t off, size_t len)
 {
-    if (disk_writer_wait(w)) {
+    if (ie_writer_wait(w, ctx)) {
         return -1;
     }
     pthread_mutex_lock(&w->mu);
@@ -1054,23 +1079,40 @@ disk_writer_submit(struct disk_writer *w, const char *buf, uint64_t off,
     return 0;
 }
 
+int
+ie_writer_finish(struct ie_writer *w, struct api_ctx *ctx)
+{
+    int rc;
+
+    if (!w) {
+        return 0;
+    }
+    rc = ie_writer_wait(w, ctx);
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    value_unref(w->ctx.error);
+    free(w);
+    return rc;
+}
+
 static int
 import_raw(struct import_job *j, struct http_body_reader *r,
            struct blockdev *dev, char *buf0)
 {
-    struct disk_writer w = { .ctx = &j->call.ctx, .dev = dev };
+    struct api_ctx *ctx = &j->call.ctx;
+    struct ie_writer *w = ie_writer_start(ctx, dev);
     uint64_t off = 0, total = j->req.body_chunked ? dev->size
                                                    : j->req.body_length;
     char *bufs[2] = { buf0, xmalloc(IO_SIZE) };
-    int k = 0, rc = -1, r2;
+    int k = 0, rc = -1;
 
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
-    r2 = pthread_create(&w.thread, NULL, disk_writer_main, &w);
-    if (r2) {
-        api_fail_internal(&j->call.ctx, "cannot start a thread: %s",
-                          strerror(r2));
-        goto out_nothread;
+    if (!w) {
+        goto out;
     }
     for (;;) {
         char *buf = bufs[k];
@@ -1086,50 +1128,36 @@ import_raw(struct import_job *j, struct http_body_reader *r,
             have += got;
         }
         if (got < 0) {
-            if (!disk_writer_wait(&w)) {
-                ie_body_error(&j->call, (int) got);
-            }
+            ie_body_error(&j->call, (int) got);
             goto out;
         }
         if (have) {
             if (off + have > dev->size) {
                 char min[32];
                 snprintf(min, sizeof min, "%" PRIu64, off + have);
-                if (!disk_writer_wait(&w)) {
-                    api_fail(&j->call.ctx, ERR_VDI_TOO_SMALL, j->vdi_ref,
-                             min);
-                }
+                api_fail(ctx, ERR_VDI_TOO_SMALL, j->vdi_ref, min);
                 goto out;
             }
-            if (disk_writer_submit(&w, buf, off, have)) {
+            /* The other buffer is free once this is accepted. */
+            if (ie_writer_submit(w, ctx, buf, off, have)) {
                 goto out;
             }
             k ^= 1;
             off += have;
             if (ie_progress(&j->call, off, total)) {
-                /* The writer may not fail the call at the same time. */
-                struct value *cancel = j->call.ctx.error;
-                j->call.ctx.error = NULL;
-                disk_writer_wait(&w);
-                value_unref(j->call.ctx.error);
-                j->call.ctx.error = cancel;
                 goto out;
             }
         }
         if (got == 0) {
-            rc = disk_writer_wait(&w);
+            rc = 0;
             goto out;
         }
     }
 out:
-    pthread_mutex_lock(&w.mu);
-    w.stop = true;
-    pthread_cond_broadcast(&w.cv);
-    pthread_mutex_unlock(&w.mu);
-    pthread_join(w.thread, NULL);
-out_nothread:
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
+    /* A write error counts only if nothing failed first. */
+    if (ie_writer_finish(w, ctx)) {
+        rc = -1;
+    }
     free(bufs[1]);
     return rc;
 }

@@ -1578,20 +1578,28 @@ import_disk(struct import_job *j, struct import_obj *o, uint64_t size,
 {
     struct ie_call *c = &j->call;
     struct storage_vdi_handle *h = NULL;
+    struct ie_writer *w = NULL;
     struct blockdev *dev;
     uint64_t off = 0;
     int64_t last = -1;
-    size_t plen = strlen(o->id);
-    int rc = -1;
+    size_t plen = strlen(o->id), caps[2] = { 0, 0 };
+    char *bufs[2] = { NULL, NULL };
+    int k = 0, rc = -1;
 
     if (storage_vdi_open(&c->ctx, o->ref, true, NULL, &h)) {
         goto out;
     }
     dev = storage_vdi_blockdev(h);
+    /* Chunks are written on a thread of their own while the next one
+     * arrives (ie_writer); two buffers, sized to the chunks seen. */
+    w = ie_writer_start(&c->ctx, dev);
+    if (!w) {
+        goto out;
+    }
     while (off < size) {
         char name[512], cname[512], sum[64], want[64];
         uint64_t len, clen;
-        char *endp;
+        char *endp = NULL, *buf;
         long long n;
         int hr = in_header(j, name, sizeof name, &len);
 
@@ -1602,6 +1610,7 @@ import_disk(struct import_job *j, struct import_obj *o, uint64_t size,
             goto out;
         }
         n = strncmp(name, o->id, plen) || name[plen] != '/'
+            || name[plen + 1] < '0' || name[plen + 1] > '9'
             ? -1 : strtoll(name + plen + 1, &endp, 10);
         if (n < 0 || *endp || n <= last) {
             char expected[64];
@@ -1624,10 +1633,14 @@ import_disk(struct import_job *j, struct import_obj *o, uint64_t size,
                      "the end of its disk");
             goto out;
         }
-        if (in_read(j, j->buf, len) || in_skip_padding(j, len)) {
-            goto out;
+        if (caps[k] < len) {
+            /* The writer has the other buffer, never this one. */
+            free(bufs[k]);
+            bufs[k] = xmalloc(len);
+            caps[k] = len;
         }
-        if (ie_write_sparse(&c->ctx, dev, j->buf, off, len)) {
+        buf = bufs[k];
+        if (in_read(j, buf, len) || in_skip_padding(j, len)) {
             goto out;
         }
         if (j->export_vsn > 0) {
@@ -1652,12 +1665,11 @@ import_disk(struct import_job *j, struct import_obj *o, uint64_t size,
             if (strlen(cname) == strlen(name) + 9
                 && !strncmp(cname, name, strlen(name))
                 && !strcmp(cname + strlen(name), ".checksum")) {
-                sha1_hex(j->buf, len, want);
+                sha1_hex(buf, len, want);
             } else if (strlen(cname) == strlen(name) + 7
                        && !strncmp(cname, name, strlen(name))
                        && !strcmp(cname + strlen(name), ".xxhash")) {
-                snprintf(want, sizeof want, "%016" PRIX64,
-                         xxh64(j->buf, len));
+                snprintf(want, sizeof want, "%016" PRIX64, xxh64(buf, len));
             } else {
                 char expected[600];
                 snprintf(expected, sizeof expected, "%s.checksum", name);
@@ -1672,6 +1684,12 @@ import_disk(struct import_job *j, struct import_obj *o, uint64_t size,
                 goto out;
             }
         }
+        if (len) {
+            if (ie_writer_submit(w, &c->ctx, buf, off, len)) {
+                goto out;
+            }
+            k ^= 1;
+        }
         off += len;
         *done += len;
         last = n;
@@ -1679,6 +1697,11 @@ import_disk(struct import_job *j, struct import_obj *o, uint64_t size,
             goto out;
         }
     }
+    if (ie_writer_finish(w, &c->ctx)) {
+        w = NULL;
+        goto out;
+    }
+    w = NULL;
     if (dev->ops->flush && (rc = dev->ops->flush(dev))) {
         api_fail_internal(&c->ctx, "flushing a disk: %s", strerror(-rc));
         rc = -1;
@@ -1686,6 +1709,11 @@ import_disk(struct import_job *j, struct import_obj *o, uint64_t size,
     }
     rc = 0;
 out:
+    if (ie_writer_finish(w, &c->ctx)) {
+        rc = -1;
+    }
+    free(bufs[0]);
+    free(bufs[1]);
     storage_vdi_close(h);
     return rc;
 }
@@ -1772,7 +1800,7 @@ import_run(struct import_job *j)
         }
     }
     qsort(disks, n_disks, sizeof *disks, cmp_obj_id);
-    j->buf = xmalloc(MAX_CHUNK);
+    j->buf = xmalloc(CHUNK_SIZE);
     j->first_chunk_len = -1;
     for (size_t i = 0; i < n_disks; i++) {
         uint64_t dsize = value_int_of(value_struct_get(disks[i]->snap,
