@@ -2176,7 +2176,9 @@ http_body_read(struct http_body_reader *r, void *buf, size_t n)
     }
     if (!req->body_streamed) {
         size_t k = (size_t) MIN((uint64_t) n, req->body_len - r->total);
-        memcpy(buf, req->body + r->total, k);
+        if (k) {
+            memcpy(buf, req->body + r->total, k);
+        }
         got = k;
     } else if (req->body_chunked) {
         got = body_read_chunked(r, buf, n);
