@@ -543,6 +543,40 @@ try:
         for x in (cl, snap, v):
             c.VM.destroy(s, x)
 
+    @tap.test('test_a_crash_restart_gives_the_new_domain_its_disks')
+    def _():
+        c.VM.set_actions_after_crash(s, vm, 'restart')
+        c.VM.start(s, vm, False, False)
+        nbd_write(vm, 12 * MiB, D)
+        domid = c.VM.get_domid(s, vm)
+        assert control('crash %s' % domid).startswith('OK')
+        wait_for(lambda: c.VM.get_domid(s, vm) not in (domid, '-1'))
+        assert c.VBD.get_currently_attached(s, disk_vbd(vm)) is True
+        check_data(nbd_read(vm), expected((0, A), (12 * MiB, D)),
+                   'disk after the crash restart')
+        sock = nbd_uri(disk_vbd(vm)).split('=', 1)[1]
+        c.VM.set_actions_after_crash(s, vm, 'destroy')
+        assert control('crash %s' % c.VM.get_domid(s, vm)).startswith('OK')
+        wait_for(lambda: c.VM.get_power_state(s, vm) == 'Halted')
+        wait_for(lambda: not os.path.exists(sock))
+        assert c.VBD.get_currently_attached(s, disk_vbd(vm)) is False
+
+    @tap.test('test_a_toolstack_restart_ends_the_simulated_domains_disks')
+    def _():
+        global c, s
+        c.VM.start(s, vm, False, False)
+        sock = nbd_uri(disk_vbd(vm)).split('=', 1)[1]
+        d.restart()
+        c = d.client()
+        s = d.login(c)
+        assert c.VM.get_power_state(s, vm) == 'Halted'
+        assert not os.path.exists(sock), sock
+        # The disk is free again: the VM starts with it.
+        c.VM.start(s, vm, False, False)
+        check_data(nbd_read(vm), expected((0, A), (12 * MiB, D)),
+                   'disk after the toolstack restart')
+        c.VM.hard_shutdown(s, vm)
+
 except SystemExit:
     raise
 except Exception:
@@ -552,3 +586,8 @@ finally:
     shutil.rmtree(work, ignore_errors=True)
 
 finish_daemon(d)
+d.cleanup()
+try:
+    os.unlink(tmp_ctl)
+except OSError:
+    pass
