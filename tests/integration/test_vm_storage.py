@@ -272,6 +272,25 @@ try:
         c.VM.destroy(s, v)
         c.VDI.destroy(s, vdi)
 
+    @tap.test('test_every_default_template_provisions_a_sane_disk')
+    def _():
+        tpls = [r for r in c.VM.get_all_records(s).items()
+                if r[1]['is_default_template']]
+        assert len(tpls) >= 8, len(tpls)
+        for ref, rec in tpls:
+            xml = rec['other_config'].get('disks', '')
+            m = re.search(r'size="(\d+)"', xml)
+            assert m and 'sr=""' in xml and 'bootable="true"' in xml, \
+                (rec['name_label'], xml)
+            v = c.VM.clone(s, ref, 'vs-tpl')
+            c.VM.provision(s, v)
+            vdi = disk_of(v)
+            size = int(c.VDI.get_virtual_size(s, vdi))
+            assert size == int(m.group(1)), (rec['name_label'], size)
+            assert 8 << 30 <= size <= 128 << 30, (rec['name_label'], size)
+            c.VM.destroy(s, v)
+            c.VDI.destroy(s, vdi)
+
     @tap.test('test_bad_provision_descriptions_are_refused_without_leftovers')
     def _():
         tpl = c.VM.get_by_name_label(s, 'Debian Bookworm 12')[0]
