@@ -72,6 +72,23 @@ int ie_progress(struct ie_call *c, uint64_t done, uint64_t total);
 void ie_end(struct ie_call *c, const struct value *result);
 struct blockdev;
 
+/* One bit per 2 MiB block of a disk (VHD_DEFAULT_BLOCK_SIZE): set where
+ * its chain (or raw file) holds data, so that exports can leave out what
+ * reads as zeros without reading it. */
+struct ie_block_map {
+    uint8_t *bits;
+    uint64_t n_blocks;
+    uint64_t n_set;
+};
+struct sm_attach;
+/* Fills the map from what the SR driver attached (storage_vdi_
+ * attachment()): VHD extents through the chain, or the data regions of a
+ * raw file (SEEK_DATA); failing both, every block counts as data.  Free
+ * m->bits afterwards. */
+int ie_block_map_build(struct ie_block_map *m, const struct sm_attach *att,
+                       uint64_t size);
+bool ie_block_map_test(const struct ie_block_map *m, uint64_t block);
+
 /* Whether p[0..n) is all zero bytes. */
 bool ie_all_zero(const char *p, size_t n);
 /* Writes buf[0..n) at off on dev, turning runs of zeros into

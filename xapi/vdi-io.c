@@ -572,16 +572,8 @@ vhd_make_header(unsigned char h[1024], uint32_t max_entries)
 
 /* ---- which blocks of a disk hold data ---- */
 
-/* One bit per VHD_BLOCK of the disk: set where the chain (or raw file)
- * holds data, so that a VHD export carries only those blocks. */
-struct block_map {
-    uint8_t *bits;
-    uint64_t n_blocks;
-    uint64_t n_set;
-};
-
 static void
-block_map_set_range(struct block_map *m, uint64_t off, uint64_t len)
+block_map_set_range(struct ie_block_map *m, uint64_t off, uint64_t len)
 {
     uint64_t first = off / VHD_BLOCK, last = (off + len - 1) / VHD_BLOCK;
 
@@ -593,17 +585,14 @@ block_map_set_range(struct block_map *m, uint64_t off, uint64_t len)
     }
 }
 
-static bool
-block_map_test(const struct block_map *m, uint64_t b)
+bool
+ie_block_map_test(const struct ie_block_map *m, uint64_t b)
 {
     return m->bits[b / 8] & (1u << (b % 8));
 }
 
-/* Fills the map from the attachment: VHD extents through the chain, or
- * the data regions of a raw file (SEEK_DATA); failing both, every block
- * counts as data. */
-static int
-block_map_build(struct block_map *m, const struct sm_attach *att,
+int
+ie_block_map_build(struct ie_block_map *m, const struct sm_attach *att,
                 uint64_t size)
 {
     m->n_blocks = (size + VHD_BLOCK - 1) / VHD_BLOCK;
@@ -676,7 +665,7 @@ struct export_job {
     struct storage_vdi_handle *h;
     enum vdi_format format;
     uint64_t size;
-    struct block_map map;
+    struct ie_block_map map;
     uint64_t length;            /* of the response body */
     struct http_stream *s;
     bool head_only;
@@ -751,7 +740,7 @@ export_vhd(struct export_job *j, struct blockdev *dev, char *buf)
     vhd_make_header(header, n_entries);
     memset(bat, 0xff, bat_bytes);
     for (uint64_t b = 0; b < j->map.n_blocks; b++) {
-        if (block_map_test(&j->map, b)) {
+        if (ie_block_map_test(&j->map, b)) {
             put_be32(bat + 4 * b, (uint32_t) sector);
             sector += (512 + VHD_BLOCK) / 512;
         }
@@ -764,7 +753,7 @@ export_vhd(struct export_job *j, struct blockdev *dev, char *buf)
     for (uint64_t b = 0; b < j->map.n_blocks; b++) {
         uint64_t off = b * VHD_BLOCK;
         uint64_t len = MIN(VHD_BLOCK, j->size - off);
-        if (!block_map_test(&j->map, b)) {
+        if (!ie_block_map_test(&j->map, b)) {
             continue;
         }
         if (export_write(j, bitmap, sizeof bitmap)
@@ -869,7 +858,7 @@ export_raw_vdi(struct http_exchange *hx, struct xapi *x)
             api_fail(&j->call.ctx, ERR_VDI_TOO_SMALL, vdi_ref, "");
             goto fail;
         }
-        block_map_build(&j->map, storage_vdi_attachment(j->h), j->size);
+        ie_block_map_build(&j->map, storage_vdi_attachment(j->h), j->size);
         j->length = 1536 + (j->map.n_blocks * 4 + 511) / 512 * 512
                     + j->map.n_set * (512 + VHD_BLOCK) + 512;
     }

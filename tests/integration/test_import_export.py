@@ -822,6 +822,27 @@ try:
         st, h, _, rec = import_xva(gzip.compress(xva['tar'])[:-5000])
         assert rec['status'] == 'failure', rec
 
+    @tap.test('test_an_empty_50_GiB_disk_travels_as_two_chunks')
+    def _():
+        vm3, _ = new_vm('big empty', [])
+        vdi = new_vdi(50 * GiB, 'big empty disk')
+        c.VBD.create(s, full_record(
+            model, 'VBD', VM=vm3, VDI=vdi, userdevice='0', bootable=True,
+            mode='RW', type='Disk', empty=False, other_config={},
+            qos_algorithm_type='', qos_algorithm_params={}))
+        t0 = time.time()
+        st, h, body = export_xva(vm3)
+        took = time.time() - t0
+        assert st == 200, st
+        names = [n for n in tarfile.open(fileobj=io.BytesIO(body),
+                                         mode='r:').getnames()
+                 if n != 'ova.xml' and not n.endswith('.checksum')]
+        assert [n.split('/')[1] for n in names] == [
+            '00000000', '%08d' % (50 * 1024 - 1)], names
+        assert took < 20, 'took %.1fs' % took
+        st, h, _, rec = import_xva(body)
+        assert rec['status'] == 'success', rec
+
     @tap.test('test_export_of_a_running_vm_is_refused')
     def _():
         vm2, _ = new_vm('running', [])
