@@ -1270,3 +1270,169 @@ TEST(test_listen_replaces_stale_socket_only)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK_INT(system(cmd), 0);
 }
+
+/* ---- Pause and resume (xapi-tapdisk's pause/unpause). ---- */
+
+/* True if fd has nothing to read for ms milliseconds: a held request. */
+static bool
+client_hears_nothing(int fd, int ms)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    return poll(&pfd, 1, ms) == 0;
+}
+
+static struct blockdev *
+open_filled_raw(const struct fixture *fx, const char *name, size_t size,
+                uint8_t byte, bool read_only)
+{
+    char *path = xasprintf("%s/%s", fx->dir, name);
+    uint8_t *data = xmalloc(size);
+    struct blockdev *dev = NULL;
+    char *err = NULL;
+
+    memset(data, byte, size);
+    if (write_file_atomic(path, data, size, 0644)
+        || blockdev_open_raw(path, read_only, &dev, &err)) {
+        xabort("cannot make %s: %s", path, err ? err : "write failed");
+    }
+    free(data);
+    free(path);
+    return dev;
+}
+
+TEST(test_pause_holds_requests_and_resume_serves_them_from_the_new_device)
+{
+    struct fixture fx;
+    struct blockdev *dev2;
+    uint8_t buf[4096];
+    bool all_42 = true;
+    int fd;
+
+    fixture_start(&fx, NULL, false);
+    fd = client_open(&fx);
+    CHECK(client_read_ok(fd, 0, 4096));
+
+    CHECK_INT(nbd_server_pause(fx.srv), 0);
+    CHECK(nbd_server_paused(fx.srv));
+    /* Paused, the server no longer touches the device: it can go. */
+    blockdev_close(fx.dev);
+    fx.dev = NULL;
+
+    /* A request while paused is held, not refused; the connection stays. */
+    CHECK(client_request(fd, 0, 0, 7, 8192, sizeof buf));
+    CHECK(client_hears_nothing(fd, 300));
+    /* So is a client connecting now, once it reaches a request. */
+    dev2 = open_filled_raw(&fx, "new-leaf.raw", IMAGE_SIZE, 0x42, false);
+    CHECK_INT(nbd_server_resume(fx.srv, dev2), 0);
+    fx.dev = dev2;
+    CHECK(!nbd_server_paused(fx.srv));
+
+    CHECK_INT(client_reply(fd, 7), 0);
+    CHECK(client_recv(fd, buf, sizeof buf));
+    for (size_t i = 0; i < sizeof buf; i++) {
+        all_42 = all_42 && buf[i] == 0x42;
+    }
+    CHECK(all_42);
+    close(fd);
+    fixture_stop(&fx);
+}
+
+TEST(test_resume_refuses_smaller_or_read_only_devices)
+{
+    struct fixture fx;
+    struct blockdev *small, *ro, *ok;
+
+    fixture_start(&fx, NULL, false);
+    small = open_filled_raw(&fx, "small.raw", IMAGE_SIZE / 2, 1, false);
+    ro = open_filled_raw(&fx, "ro.raw", IMAGE_SIZE, 1, true);
+    ok = open_filled_raw(&fx, "ok.raw", IMAGE_SIZE * 2, 1, false);
+
+    CHECK_INT(nbd_server_resume(fx.srv, ok), -EALREADY);
+    CHECK_INT(nbd_server_pause(fx.srv), 0);
+    /* Pausing again changes nothing. */
+    CHECK_INT(nbd_server_pause(fx.srv), 0);
+    CHECK_INT(nbd_server_resume(fx.srv, small), -EINVAL);
+    CHECK_INT(nbd_server_resume(fx.srv, ro), -EROFS);
+    CHECK(nbd_server_paused(fx.srv));
+    /* A larger one is fine (an online resize). */
+    CHECK_INT(nbd_server_resume(fx.srv, ok), 0);
+    blockdev_close(fx.dev);
+    fx.dev = ok;
+    blockdev_close(small);
+    blockdev_close(ro);
+    fixture_stop(&fx);
+}
+
+/* A device whose flush fails: a pause must not leave the server holding
+ * writes it could not make durable. */
+struct failing_dev {
+    struct blockdev dev;
+    int flushes;
+};
+
+static int
+failing_read(struct blockdev *dev, void *buf, uint64_t offset, size_t len)
+{
+    (void) dev;
+    (void) offset;
+    memset(buf, 0, len);
+    return 0;
+}
+
+static int
+failing_write(struct blockdev *dev, const void *buf, uint64_t offset,
+              size_t len)
+{
+    (void) dev;
+    (void) buf;
+    (void) offset;
+    (void) len;
+    return 0;
+}
+
+static int
+failing_flush(struct blockdev *dev)
+{
+    ((struct failing_dev *) dev)->flushes++;
+    return -EIO;
+}
+
+static void
+failing_close(struct blockdev *dev)
+{
+    (void) dev;
+}
+
+TEST(test_pause_fails_and_serves_on_when_the_flush_fails)
+{
+    static const struct blockdev_ops ops = {
+        .read = failing_read, .write = failing_write,
+        .flush = failing_flush, .close = failing_close,
+    };
+    struct failing_dev fd = { .dev = { .ops = &ops, .size = 1 << 20 } };
+    struct nbd_server *srv = NULL;
+
+    CHECK_INT(nbd_server_create(&fd.dev, NULL, &srv), 0);
+    CHECK_INT(nbd_server_pause(srv), -EIO);
+    CHECK_INT(fd.flushes, 1);
+    CHECK(!nbd_server_paused(srv));
+    nbd_server_destroy(srv);
+}
+
+TEST(test_stop_while_paused_drops_held_requests_promptly)
+{
+    struct fixture fx;
+    int64_t took;
+    int fd;
+
+    fixture_start(&fx, NULL, false);
+    fd = client_open(&fx);
+    CHECK_INT(nbd_server_pause(fx.srv), 0);
+    CHECK(client_request(fd, 0, 0, 9, 0, 4096));
+    CHECK(client_hears_nothing(fd, 100));
+    took = fixture_stop(&fx);
+    printf("# stop while paused took %"PRId64" ms\n", took);
+    CHECK(took < 1500);
+    CHECK(client_sees_close(fd));
+    close(fd);
+}
