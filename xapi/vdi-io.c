@@ -855,7 +855,10 @@ export_raw_vdi(struct http_exchange *hx, struct xapi *x)
         j->length = j->size;
     } else {
         if (j->size > VHD_MAX_SIZE) {
-            api_fail(&j->call.ctx, ERR_VDI_TOO_SMALL, vdi_ref, "");
+            char max[32];
+            snprintf(max, sizeof max, "%llu", (unsigned long long)
+                     VHD_MAX_SIZE);
+            api_fail(&j->call.ctx, ERR_VDI_TOO_LARGE, vdi_ref, max);
             goto fail;
         }
         ie_block_map_build(&j->map, storage_vdi_attachment(j->h), j->size);
