@@ -785,6 +785,47 @@ try:
                                                   tarfile.GNU_FORMAT))
             assert rec['status'] == 'success', rec
 
+        @tap.test('test_import_xva_with_keepalive_chunks_as_xenserver')
+        def _():
+            # XenServer sends an empty chunk when it has sent nothing for
+            # 5 s; the chunks after it are numbered one further.
+            src = tarfile.open(fileobj=io.BytesIO(t), mode='r:')
+            out = io.BytesIO()
+            dst = tarfile.open(fileobj=out, mode='w:',
+                               format=tarfile.USTAR_FORMAT)
+            prefix = None
+
+            def add(name, data_, like):
+                m = tarfile.TarInfo(name)
+                m.size, m.mode, m.mtime = len(data_), like.mode, like.mtime
+                dst.addfile(m, io.BytesIO(data_))
+            for m in src.getmembers():
+                data_ = src.extractfile(m).read()
+                name = m.name
+                if prefix is None and '/' in name:
+                    prefix = name.split('/')[0]
+                if prefix and name.startswith(prefix + '/'):
+                    num, _, ext = name.split('/')[1].partition('.')
+                    if int(num) > 0:
+                        name = '%s/%08d%s' % (prefix, int(num) + 1,
+                                              '.' + ext if ext else '')
+                add(name, data_, m)
+                if prefix and name == prefix + '/00000000.checksum':
+                    add(prefix + '/00000001', b'', m)
+                    add(prefix + '/00000001.checksum',
+                        hashlib.sha1(b'').hexdigest().encode(), m)
+            dst.close()
+            st, h, body, rec = import_xva(out.getvalue())
+            assert rec['status'] == 'success', rec
+            nvm = re.findall(r'OpaqueRef:[0-9a-f-]+', rec['result'])[0]
+            got = {}
+            for vbd in c.VM.get_VBDs(s, nvm):
+                if c.VBD.get_type(s, vbd) == 'Disk':
+                    vdi_ = c.VBD.get_VDI(s, vbd)
+                    got[c.VDI.get_name_label(s, vdi_)] = export_raw(vdi_)[2]
+            assert got['xva-vm disk 0'][:len(disk0)] == disk0
+            assert got['xva-vm disk 1'][:len(disk1)] == disk1
+
         @tap.test('test_import_xva_with_force_ignores_bad_checksums')
         def _():
             bad_sum.done = False
