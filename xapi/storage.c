@@ -1312,6 +1312,31 @@ vdi_changing(const char *vdi_uuid)
     return false;
 }
 
+/* Marks or unmarks a VDI as changing; blk_mu is held. */
+static void
+changing_add(const char *vdi_uuid)
+{
+    struct changing *c = xcalloc(1, sizeof *c);
+
+    snprintf(c->vdi_uuid, sizeof c->vdi_uuid, "%s", vdi_uuid);
+    c->next = st.changing;
+    st.changing = c;
+}
+
+static void
+changing_remove(const char *vdi_uuid)
+{
+    for (struct changing **p = &st.changing; *p; p = &(*p)->next) {
+        if (!strcmp((*p)->vdi_uuid, vdi_uuid)) {
+            struct changing *c = *p;
+            *p = c->next;
+            free(c);
+            break;
+        }
+    }
+    pthread_cond_broadcast(&st.blk_cond);
+}
+
 /* Starts a change of a VDI's image: waits for another change of it to
  * end, then pauses its block servers.  The lock is not held during the
  * driver call, so readers of the table (in-use checks) never wait for a
@@ -1319,7 +1344,6 @@ vdi_changing(const char *vdi_uuid)
 static int
 blk_begin_change(const char *vdi_uuid, char **ret_err)
 {
-    struct changing *c;
     int rc;
 
     pthread_mutex_lock(&st.blk_mu);
@@ -1328,10 +1352,7 @@ blk_begin_change(const char *vdi_uuid, char **ret_err)
     }
     rc = blk_pause_vdi(vdi_uuid, true, ret_err);
     if (!rc) {
-        c = xcalloc(1, sizeof *c);
-        snprintf(c->vdi_uuid, sizeof c->vdi_uuid, "%s", vdi_uuid);
-        c->next = st.changing;
-        st.changing = c;
+        changing_add(vdi_uuid);
     }
     pthread_mutex_unlock(&st.blk_mu);
     return rc;
@@ -1341,16 +1362,8 @@ static void
 blk_end_change(const char *vdi_uuid)
 {
     pthread_mutex_lock(&st.blk_mu);
-    for (struct changing **p = &st.changing; *p; p = &(*p)->next) {
-        if (!strcmp((*p)->vdi_uuid, vdi_uuid)) {
-            struct changing *c = *p;
-            *p = c->next;
-            free(c);
-            break;
-        }
-    }
+    changing_remove(vdi_uuid);
     blk_pause_vdi(vdi_uuid, false, NULL);
-    pthread_cond_broadcast(&st.blk_cond);
     pthread_mutex_unlock(&st.blk_mu);
 }
 
@@ -2232,6 +2245,11 @@ storage_vbd_attach_vdi(struct xapi *x, const char *vbd_ref,
         free(location);
         return 0;
     }
+    /* The VDI counts as changing while its server starts (up to seconds):
+     * no snapshot swaps its image meanwhile and no second attach of it
+     * races this one, yet the table's lock is free for others. */
+    changing_add(vdi_uuid);
+    pthread_mutex_unlock(&st.blk_mu);
     a = sr_get(sr_ref);
     if (!a) {
         *ret_err = xasprintf("SR of VDI %s is not attached", vdi_uuid);
@@ -2279,6 +2297,7 @@ storage_vbd_attach_vdi(struct xapi *x, const char *vbd_ref,
     if (write_file_atomic(pidfile, pid_text, strlen(pid_text), 0600)) {
         LOG_WARN("VBD %s: cannot write %s", vbd_uuid, pidfile);
     }
+    pthread_mutex_lock(&st.blk_mu);
     b = xcalloc(1, sizeof *b);
     snprintf(b->vbd_ref, sizeof b->vbd_ref, "%s", vbd_ref);
     snprintf(b->vbd_uuid, sizeof b->vbd_uuid, "%s", vbd_uuid);
@@ -2294,10 +2313,13 @@ storage_vbd_attach_vdi(struct xapi *x, const char *vbd_ref,
     st.blks = b;
     *ret_target = xstrdup(tapdisk_uri(td));
     *ret_format = xstrdup("nbd");
+    pthread_mutex_unlock(&st.blk_mu);
     LOG_INFO("VBD %s: block server %d serves VDI %s on %s", vbd_uuid,
-             (int) b->pid, vdi_uuid, sock);
+             (int) tapdisk_pid(td), vdi_uuid, sock);
     rc = 0;
 out:
+    pthread_mutex_lock(&st.blk_mu);
+    changing_remove(vdi_uuid);
     pthread_mutex_unlock(&st.blk_mu);
     sr_put(a);
     sm_attach_clear(&att);
@@ -2312,7 +2334,6 @@ void
 storage_vbd_detach(struct xapi *x, const char *vbd_ref)
 {
     struct blk **p, *b = NULL;
-    struct changing *c = NULL;
 
     pthread_mutex_lock(&st.blk_mu);
     for (;;) {
@@ -2333,10 +2354,7 @@ storage_vbd_detach(struct xapi *x, const char *vbd_ref)
         *p = b->next;
         /* Until the server has exited (its last writes flushed), no
          * change of the image may begin. */
-        c = xcalloc(1, sizeof *c);
-        snprintf(c->vdi_uuid, sizeof c->vdi_uuid, "%s", b->vdi_uuid);
-        c->next = st.changing;
-        st.changing = c;
+        changing_add(b->vdi_uuid);
     }
     pthread_mutex_unlock(&st.blk_mu);
     if (!b) {
