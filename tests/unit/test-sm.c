@@ -1042,6 +1042,7 @@ struct hook_log {
     const char *attached;
     int pauses, unpauses, progress_calls;
     bool refuse;
+    bool cancel;
 };
 
 static bool
@@ -1082,14 +1083,14 @@ hook_progress(void *aux, uint64_t done, uint64_t total)
     (void) done;
     (void) total;
     log->progress_calls++;
-    return 0;
+    return log->cancel;
 }
 
 TEST(test_gc_pauses_small_attached_leaf_and_skips_big_one)
 {
     struct fixture f;
     struct model *a, *s, *big, *bs;
-    struct hook_log log = { NULL, 0, 0, 0, false };
+    struct hook_log log = { NULL, 0, 0, 0, false, false };
     struct sm_gc_hooks hooks = { hook_is_attached, hook_pause, hook_unpause,
                                  hook_progress, &log };
     int blocks[40];
@@ -1182,6 +1183,64 @@ TEST(test_file_vdi_open_for_writing_is_left_alone)
     CHECK_INT(chain_length(&f, a), 1);
     CHECK(check_all(&f));
     free(path);
+    fixture_destroy(&f);
+}
+
+TEST(test_gc_cancelled_by_progress_keeps_data)
+{
+    struct fixture f;
+    struct model *a, *s;
+    struct hook_log log = { NULL, 0, 0, 0, false, true };
+    struct sm_gc_hooks hooks = { hook_is_attached, hook_pause, hook_unpause,
+                                 hook_progress, &log };
+    const int blocks[] = { 0, 1, 2, 3 };
+    char *err = NULL;
+    bool more = false;
+
+    if (!fixture_init_fast(&f)) {
+        CHECK(!"fixture");
+        return;
+    }
+    a = create_vdi(&f, VSIZE, NULL);
+    CHECK(a && write_blocks(&f, a, blocks, 2, 1));
+    s = a ? copy_vdi(&f, a, false) : NULL;
+    CHECK(s && write_blocks(&f, a, blocks + 2, 2, 2));
+    CHECK(s && destroy_vdi(&f, s));
+    CHECK_INT(f.drv->gc_step(f.sr, &hooks, &more, &err), -ECANCELED);
+    free(err);
+    CHECK(log.progress_calls > 0);
+    CHECK_INT(count_files(f.location, "journal"), 0);
+    CHECK(check_all(&f));
+    log.cancel = false;
+    CHECK(gc_all(&f, &hooks) > 0);
+    CHECK_INT(chain_length(&f, a), 1);
+    CHECK(check_all(&f));
+    fixture_destroy(&f);
+}
+
+TEST(test_file_data_destroy_empties_the_vdi)
+{
+    struct fixture f;
+    struct model *a, *s;
+    const int blocks[] = { 0, 5 };
+    char *err = NULL;
+
+    if (!fixture_init_fast(&f)) {
+        CHECK(!"fixture");
+        return;
+    }
+    a = create_vdi(&f, VSIZE, NULL);
+    CHECK(a && write_blocks(&f, a, blocks, 2, 1));
+    s = a ? copy_vdi(&f, a, false) : NULL;
+    CHECK(s != NULL);
+    CHECK_INT(f.drv->vdi_data_destroy(f.sr, s->uuid, &err), 0);
+    free(err);
+    memset(s->data, 0, s->size);
+    CHECK_INT(chain_length(&f, s), 1);
+    CHECK(check_all(&f));
+    CHECK(gc_all(&f, NULL) > 0);
+    CHECK_INT(chain_length(&f, a), 1);
+    CHECK(check_all(&f));
     fixture_destroy(&f);
 }
 
