@@ -39,10 +39,13 @@
 /* Journal volumes (one extent each; the name is the record):
  * JI_<uuid>_<old size>            inflate of VHD-<uuid> in progress
  * JC_<leaf>_<base>_<new>          snapshot or clone in progress
- * JL_<leaf>_<base>                leaf coalesce: base replaces leaf */
+ * JL_<leaf>_<base>                leaf coalesce: base replaces leaf
+ * JB_<base>_<parent>              base merged into its parent: its
+ *                                 children move to the parent */
 #define J_INFLATE "JI_"
 #define J_CLONE "JC_"
 #define J_LEAF "JL_"
+#define J_BASE "JB_"
 /* Tags: on a leaf volume, its allocation; on the volume group, the SR's
  * default. */
 #define TAG_THICK "lvhd_thick"
@@ -1573,14 +1576,18 @@ recover_inflate(struct sm_sr *sr, const char *journal, char **ret_err)
     return rc;
 }
 
+static int finish_base_merge(struct sm_sr *, const char *c_uuid,
+                             const char *p_uuid, const struct sm_gc_hooks *,
+                             char **ret_err);
+
 /* Finishes or undoes what a crash interrupted: inflates first (they may
- * be part of the others), then clones and leaf coalesces; volumes of VDIs
- * whose creation never finished go. */
+ * be part of the others), then clones, leaf coalesces and base merges;
+ * volumes of VDIs whose creation never finished go. */
 static int
 recover(struct sm_sr *sr, char **ret_err)
 {
     static const char *const order[] = { J_INFLATE, J_CLONE, J_LEAF,
-                                         LV_NEW };
+                                         J_BASE, LV_NEW };
     int rc = 0;
 
     for (size_t k = 0; !rc && k < ARRAY_SIZE(order); k++) {
@@ -1601,6 +1608,11 @@ recover(struct sm_sr *sr, char **ret_err)
                 rc = recover_clone(sr, name, ret_err);
             } else if (k == 2) {
                 rc = recover_leaf(sr, name, ret_err);
+            } else if (k == 3) {
+                char u[2][37];
+                rc = journal_fields(name, J_BASE, u, 2, NULL)
+                     ? finish_base_merge(sr, u[0], u[1], NULL, ret_err)
+                     : lv_remove(sr, name, ret_err);
             } else {
                 rc = lv_remove(sr, name, ret_err);
             }
@@ -2303,11 +2315,16 @@ hooks_attached(const struct sm_gc_hooks *hooks, const char *uuid)
                                                              uuid);
 }
 
+/* Quiesces the data path of a VDI the GC is about to change.  A VDI this
+ * SR attached but the caller cannot pause is skipped too: -EAGAIN, which
+ * gc_step() takes as "leave this one for later". */
 static int
-hooks_pause(const struct sm_gc_hooks *hooks, const char *uuid)
+gc_pause(struct sm_sr *sr, const struct sm_gc_hooks *hooks, const char *uuid)
 {
-    return hooks_attached(hooks, uuid) && hooks->pause
-           ? hooks->pause(hooks->aux, uuid) : 0;
+    if (hooks_attached(hooks, uuid) && hooks->pause) {
+        return hooks->pause(hooks->aux, uuid) ? -EAGAIN : 0;
+    }
+    return is_attached(sr, uuid, NULL) ? -EAGAIN : 0;
 }
 
 static void
@@ -2342,51 +2359,51 @@ coalesce_into_parent(struct sm_sr *sr, const struct image *child,
     return rc;
 }
 
-/* A hidden base with one hidden child C: C's data goes into the parent,
- * C's children are pointed at the parent, C goes.  Each step leaves the
- * chains reading the same data, so no journal is needed: a crash before
- * C goes leaves C as a childless base, removed by the next step. */
+/* Points every image whose parent is base C at P instead, then removes C
+ * and the journal JB_C_P: the second half of a base merge, which a crash
+ * or a VDI that cannot be paused may interrupt; recovery and the next GC
+ * step finish it.  Reparenting an image whose parent C was merged into P
+ * does not change what it reads. */
 static int
-gc_merge_base(struct sm_sr *sr, struct catalog *c, int p, int ch,
-              const struct sm_gc_hooks *hooks, char **ret_err)
+finish_base_merge(struct sm_sr *sr, const char *c_uuid, const char *p_uuid,
+                  const struct sm_gc_hooks *hooks, char **ret_err)
 {
-    const struct image *parent = &c->images[p], *child = &c->images[ch];
-    char *parent_path = NULL;
+    struct catalog c;
+    char *c_lv = vhd_lv(c_uuid), *p_lv = vhd_lv(p_uuid);
+    char *p_path = NULL, *journal = NULL;
     int rc;
 
-    rc = coalesce_into_parent(sr, child, parent, hooks, ret_err);
-    if (rc) {
-        goto out;
+    journal = xasprintf(J_BASE "%s_%s", c_uuid, p_uuid);
+    rc = catalog_read(sr, &c, ret_err);
+    if (!rc && lv_exists(sr, p_lv)) {
+        rc = lv_path(sr, p_lv, &p_path, ret_err);
     }
-    crash_point("gc-base-coalesced");
-    rc = lv_path(sr, parent->lv, &parent_path, ret_err);
-    for (size_t g = 0; !rc && g < c->n; g++) {
-        struct image *gi = &c->images[g];
+    for (size_t g = 0; !rc && p_path && g < c.n; g++) {
+        struct image *gi = &c.images[g];
         struct vhd *v = NULL;
         char *path = NULL;
+        bool rw = false;
 
-        if (gi->parent_index != ch) {
+        if (strcmp(gi->parent, c_uuid)) {
             continue;
         }
-        /* Reparenting appends locators: make sure there is room. */
-        rc = inflate(sr, gi->lv, MAX(gi->lv_size, gi->data_end + LOCATOR_ROOM
-                                     + 512), ret_err);
-        if (rc) {
-            break;
-        }
         if (!gi->hidden) {
-            rc = hooks_pause(hooks, gi->uuid);
+            rc = gc_pause(sr, hooks, gi->uuid);
             if (rc) {
-                fail(ret_err, rc, "cannot pause VDI %s", gi->uuid);
                 break;
             }
         }
-        rc = lv_path(sr, gi->lv, &path, ret_err);
+        /* Reparenting appends locators: make sure there is room. */
+        rc = inflate(sr, gi->lv, MAX(gi->lv_size, gi->data_end
+                                     + LOCATOR_ROOM + 512), ret_err);
+        if (!rc) {
+            rc = lv_path(sr, gi->lv, &path, ret_err);
+        }
         if (!rc) {
             rc = vhd_open_ex(path, VHD_OPEN_CONTAINER, &v, ret_err);
         }
         if (!rc) {
-            rc = vhd_set_parent(v, parent_path, ret_err);
+            rc = vhd_set_parent(v, p_path, ret_err);
         }
         vhd_close(v);
         free(path);
@@ -2396,23 +2413,87 @@ gc_merge_base(struct sm_sr *sr, struct catalog *c, int p, int ch,
         crash_point("gc-base-reparented");
         /* Give back the room the locators did not need, unless the image
          * must stay inflated (a thick VDI, or one attached for writing). */
-        if (!rc) {
-            bool rw = false;
-            if (gi->hidden || (!gi->thick && !(is_attached(sr, gi->uuid, &rw)
-                                                && rw))) {
-                rc = deflate(sr, gi->lv, ret_err);
-            }
+        if (!rc && (gi->hidden || (!gi->thick
+                                   && !(is_attached(sr, gi->uuid, &rw)
+                                        && rw)))) {
+            rc = deflate(sr, gi->lv, ret_err);
         }
     }
-    if (!rc) {
-        rc = lv_remove(sr, child->lv, ret_err);
-    }
-    if (!rc) {
+    if (!rc && lv_exists(sr, c_lv)) {
+        rc = lv_remove(sr, c_lv, ret_err);
         crash_point("gc-base-removed");
-        rc = deflate(sr, parent->lv, ret_err);
     }
+    if (!rc && lv_exists(sr, p_lv)) {
+        rc = deflate(sr, p_lv, ret_err);
+    }
+    if (!rc) {
+        rc = lv_remove(sr, journal, ret_err);
+    }
+    catalog_clear(&c);
+    free(c_lv);
+    free(p_lv);
+    free(p_path);
+    free(journal);
+    return rc;
+}
+
+/* A hidden base P with one hidden child C: C's data goes into P (the
+ * chains read the same whatever a crash leaves), then the journal JB_C_P
+ * records that C is redundant, and finish_base_merge() moves C's children
+ * to P and removes C. */
+static int
+gc_merge_base(struct sm_sr *sr, struct catalog *c, int p, int ch,
+              const struct sm_gc_hooks *hooks, char **ret_err)
+{
+    const struct image *parent = &c->images[p], *child = &c->images[ch];
+    char *journal = NULL;
+    int rc;
+
+    rc = coalesce_into_parent(sr, child, parent, hooks, ret_err);
+    if (rc) {
+        goto out;
+    }
+    crash_point("gc-base-coalesced");
+    journal = xasprintf(J_BASE "%s_%s", child->uuid, parent->uuid);
+    rc = journal_add(sr, journal, ret_err);
+    if (rc) {
+        goto out;
+    }
+    crash_point("gc-base-journal");
+    rc = finish_base_merge(sr, child->uuid, parent->uuid, hooks, ret_err);
 out:
-    free(parent_path);
+    free(journal);
+    return rc;
+}
+
+/* Finishes base merges a previous step left (see finish_base_merge()). */
+static int
+gc_pending_merges(struct sm_sr *sr, const struct sm_gc_hooks *hooks,
+                  bool *ret_did, char **ret_err)
+{
+    struct lv *lvs = NULL;
+    size_t n = 0;
+    int rc = VG_CALL(sr, lv_list, &lvs, &n, ret_err);
+
+    *ret_did = false;
+    for (size_t i = 0; !rc && i < n; i++) {
+        char u[2][37];
+
+        if (!str_starts_with(lvs[i].name, J_BASE)) {
+            continue;
+        }
+        if (!journal_fields(lvs[i].name, J_BASE, u, 2, NULL)) {
+            rc = lv_remove(sr, lvs[i].name, ret_err);
+            continue;
+        }
+        rc = finish_base_merge(sr, u[0], u[1], hooks, ret_err);
+        if (rc == -EAGAIN) {
+            rc = 0;
+        } else if (!rc) {
+            *ret_did = true;
+        }
+    }
+    lvs_free(lvs, n);
     return rc;
 }
 
@@ -2430,9 +2511,9 @@ gc_merge_leaf(struct sm_sr *sr, struct catalog *c, int p, int ch,
     bool rw = false, attached = is_attached(sr, leaf->uuid, &rw);
     int rc;
 
-    rc = hooks_pause(hooks, leaf->uuid);
+    rc = gc_pause(sr, hooks, leaf->uuid);
     if (rc) {
-        return fail(ret_err, rc, "cannot pause VDI %s", leaf->uuid);
+        return rc;
     }
     rc = coalesce_into_parent(sr, leaf, base, hooks, ret_err);
     if (rc) {
@@ -2482,9 +2563,16 @@ sr_gc_step(struct sm_sr *sr, const struct sm_gc_hooks *hooks,
            bool *ret_more, char **ret_err)
 {
     struct catalog c;
-    int rc = catalog_read(sr, &c, ret_err);
     bool did = false;
+    int rc = gc_pending_merges(sr, hooks, &did, ret_err);
 
+    if (rc || did) {
+        if (!rc) {
+            *ret_more = true;
+        }
+        return rc;
+    }
+    rc = catalog_read(sr, &c, ret_err);
     /* First, bases nothing needs any more. */
     for (size_t i = 0; !rc && !did && i < c.n; i++) {
         if (c.images[i].hidden && !c.images[i].n_children) {
@@ -2503,6 +2591,11 @@ sr_gc_step(struct sm_sr *sr, const struct sm_gc_hooks *hooks,
             rc = gc_merge_base(sr, &c, p, i, hooks, ret_err);
         } else {
             rc = gc_merge_leaf(sr, &c, p, i, hooks, ret_err);
+        }
+        if (rc == -EAGAIN) {
+            /* A VDI that cannot be paused now: try the next candidate. */
+            rc = 0;
+            continue;
         }
         did = true;
     }

@@ -774,6 +774,7 @@ TEST(test_chain_length_is_limited)
 struct pauses {
     char attached[37];
     int paused, unpaused;
+    bool refuse;                    /* the data path cannot pause now */
 };
 
 static bool
@@ -785,8 +786,13 @@ hook_attached(void *aux, const char *uuid)
 static int
 hook_pause(void *aux, const char *uuid)
 {
+    struct pauses *p = aux;
+
     (void) uuid;
-    ((struct pauses *) aux)->paused++;
+    if (p->refuse) {
+        return -EBUSY;
+    }
+    p->paused++;
     return 0;
 }
 
@@ -800,7 +806,7 @@ hook_unpause(void *aux, const char *uuid)
 TEST(test_gc_pauses_an_attached_leaf_it_merges)
 {
     struct fixture f;
-    struct pauses p = { "", 0, 0 };
+    struct pauses p = { "", 0, 0, false };
     struct sm_gc_hooks hooks = { hook_attached, hook_pause, hook_unpause,
                                  NULL, &p };
     char a[37], s[37], *pa = NULL, *err = NULL;
@@ -833,7 +839,7 @@ TEST(test_gc_merges_a_lone_base_into_its_parent)
 {
     const uint64_t size = 16 * MiB;
     struct fixture f;
-    struct pauses p = { "", 0, 0 };
+    struct pauses p = { "", 0, 0, false };
     struct sm_gc_hooks hooks = { hook_attached, hook_pause, hook_unpause,
                                  NULL, &p };
     char a[37], s1[37], s2[37], *pa = NULL, *ps = NULL, *err = NULL;
@@ -853,7 +859,15 @@ TEST(test_gc_merges_a_lone_base_into_its_parent)
     /* Without s1, the first base has one child: the second base. */
     CHECK(!drv->vdi_destroy(f.sr, s1, &err));
     snprintf(p.attached, sizeof p.attached, "%s", a);
+    /* While A cannot pause, the merge stops after coalescing: the journal
+     * keeps what is left to do, and the data is intact. */
+    p.refuse = true;
+    CHECK(gc_all(&f, &hooks) >= 1);
+    CHECK_INT(n_lvs(&f, "JB_"), 1);
+    CHECK(dev_matches(pa, ma, size));
+    p.refuse = false;
     CHECK(gc_all(&f, &hooks) > 1);
+    CHECK_INT(n_lvs(&f, "J"), 0);
     CHECK(p.paused >= 1 && p.paused == p.unpaused);
     CHECK_INT(chain_len(&f, a), 2);
     CHECK_INT(chain_len(&f, s2), 2);
@@ -919,6 +933,13 @@ crash_op_gc(struct fixture *f)
     return gc_all(f, NULL) < 0;
 }
 
+/* The same, on a chain whose first base has a single (hidden) child. */
+static int
+crash_op_gc_base(struct fixture *f)
+{
+    return gc_all(f, NULL) < 0;
+}
+
 static int
 crash_op_detach(struct fixture *f)
 {
@@ -965,13 +986,17 @@ TEST(test_crash_at_any_step_recovers_on_attach)
         { "lvm-gc-leaf-removed", crash_op_gc, false },
         { "lvm-gc-leaf-renamed", crash_op_gc, false },
         { "lvm-gc-leaf-unhidden", crash_op_gc, false },
+        { "lvm-gc-base-coalesced", crash_op_gc_base, true },
+        { "lvm-gc-base-journal", crash_op_gc_base, true },
+        { "lvm-gc-base-reparented", crash_op_gc_base, true },
+        { "lvm-gc-base-removed", crash_op_gc_base, true },
     };
     const uint64_t size = 16 * MiB;
     uint8_t *model = xcalloc(1, size);
 
     for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
         struct fixture f;
-        char *pa = NULL, *err = NULL;
+        char *pa = NULL, *pa2 = NULL, *err = NULL;
         int status, n;
 
         memset(model, 0, size);
@@ -980,6 +1005,21 @@ TEST(test_crash_at_any_step_recovers_on_attach)
         CHECK(!vdi_attach(&f, crash_a, true, &pa));
         CHECK(!dev_write(pa, 0, 3 * MiB, 0x10 + i, model));
         drv->vdi_detach(f.sr, crash_a);
+        if (cases[i].op == crash_op_gc_base) {
+            /* A -> S1, A -> S2, S1 destroyed: base 1 holds base 2 only. */
+            char s1[37];
+            CHECK(!vdi_copy(&f, crash_a, s1, false));
+            free(pa);
+            pa = NULL;
+            CHECK(!vdi_attach(&f, crash_a, true, &pa));
+            CHECK(!dev_write(pa, 2 * MiB, MiB, 0x80 + i, model));
+            drv->vdi_detach(f.sr, crash_a);
+            CHECK(!vdi_copy(&f, crash_a, crash_s, false));
+            CHECK(!vdi_attach(&f, crash_a, true, &pa2));
+            CHECK(!dev_write(pa2, 5 * MiB, MiB, 0x90 + i, model));
+            drv->vdi_detach(f.sr, crash_a);
+            CHECK(!drv->vdi_destroy(f.sr, s1, &err));
+        }
         if (cases[i].op == crash_op_gc) {
             /* A base with one leaf child, for the GC to merge. */
             CHECK(!vdi_copy(&f, crash_a, crash_s, false));
@@ -991,8 +1031,12 @@ TEST(test_crash_at_any_step_recovers_on_attach)
             CHECK(!drv->vdi_destroy(f.sr, crash_s, &err));
         }
         free(pa);
+        free(pa2);
         pa = NULL;
-        uuid_generate(crash_s);
+        /* The snapshot to make (the GC cases keep the one they made). */
+        if (cases[i].op == crash_op_snapshot) {
+            uuid_generate(crash_s);
+        }
 
         status = crash_child(&f, cases[i].at, cases[i].op);
         if (status != 137) {
@@ -1013,7 +1057,8 @@ TEST(test_crash_at_any_step_recovers_on_attach)
         CHECK_INT(n_lvs(&f, "J"), 0);
         CHECK_INT(n_lvs(&f, "NEW-"), 0);
         CHECK(scan_has(&f, crash_a, &n));
-        if (cases[i].op == crash_op_snapshot) {
+        if (cases[i].op == crash_op_snapshot
+            || cases[i].op == crash_op_gc_base) {
             if (scan_has(&f, crash_s, NULL) != cases[i].snapshot_made
                 || n != (cases[i].snapshot_made ? 2 : 1)) {
                 fprintf(stderr, "  %s: %d VDIs after recovery\n",
