@@ -1811,6 +1811,15 @@ sr_gc_step(struct sm_sr *sr, const struct sm_gc_hooks *hooks, bool *ret_more,
             sm_crash_point("gc-remove-done");
         } else if (action == GC_MERGE_BASE) {
             rc = gc_merge_base(sr, base_uuid, child_uuid, hooks, &err);
+            if (rc == -EBUSY) {
+                /* Coalesced, but a child in use could not be reparented:
+                 * the journal makes a later run finish the job. */
+                LOG_DBG("SR %s: %s", sr->uuid, err);
+                free(err);
+                *ret_more = false;
+                rc = 0;
+                goto out;
+            }
         } else {
             rc = gc_merge_leaf(sr, base_uuid, child_uuid, hooks, &err);
             if (rc == -EBUSY) {

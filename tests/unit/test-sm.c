@@ -1244,6 +1244,42 @@ TEST(test_file_data_destroy_empties_the_vdi)
     fixture_destroy(&f);
 }
 
+/* A base merged into its parent whose children cannot all be paused for
+ * their reparenting: the journal keeps the job, reads stay right, and a
+ * later run finishes it. */
+TEST(test_gc_reparent_waits_for_a_busy_child)
+{
+    struct fixture f;
+    struct model *a, *s1, *s2;
+    struct hook_log log = { NULL, 0, 0, 0, true, false };
+    struct sm_gc_hooks hooks = { hook_is_attached, hook_pause, hook_unpause,
+                                 hook_progress, &log };
+    const int b1[] = { 0, 1 }, b2[] = { 1, 2 }, b3[] = { 3 };
+
+    if (!fixture_init_fast(&f)) {
+        CHECK(!"fixture");
+        return;
+    }
+    a = create_vdi(&f, VSIZE, NULL);
+    CHECK(a && write_blocks(&f, a, b1, 2, 1));
+    s1 = a ? copy_vdi(&f, a, false) : NULL;
+    CHECK(s1 && write_blocks(&f, a, b2, 2, 2));
+    s2 = a ? copy_vdi(&f, a, false) : NULL;
+    CHECK(s2 && write_blocks(&f, a, b3, 1, 3));
+    CHECK(s1 && destroy_vdi(&f, s1));
+    log.attached = a ? a->uuid : NULL;
+    CHECK_INT(gc_all(&f, &hooks), 1);
+    CHECK_INT(count_files(f.location, ".gc-journal"), 1);
+    CHECK(check_all(&f));
+    log.refuse = false;
+    CHECK(gc_all(&f, &hooks) > 0);
+    CHECK_INT(count_files(f.location, "journal"), 0);
+    CHECK_INT(chain_length(&f, a), 2);
+    CHECK_INT(chain_length(&f, s2), 2);
+    CHECK(check_all(&f));
+    fixture_destroy(&f);
+}
+
 /* ---- crash safety ---- */
 
 /* Runs op in a child process that dies at crash point `point`; returns
