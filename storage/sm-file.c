@@ -607,6 +607,7 @@ recover_snapshot(struct sm_sr *sr, const struct journal *j, char **ret_err)
         rc = fail(ret_err, -errno, "%s: %s", n, strerror(errno));
         goto out;
     }
+    sm_crash_point("recover-snapshot-cleaned");
     if (!stat(b, &st_b)) {
         if (stat(x, &st_x)) {
             rc = fail(ret_err, -errno, "%s: %s", x, strerror(errno));
@@ -625,10 +626,12 @@ recover_snapshot(struct sm_sr *sr, const struct journal *j, char **ret_err)
             if (rc) {
                 goto out;
             }
+            sm_crash_point("recover-snapshot-unhidden");
             if (rename(b, x)) {
                 rc = fail(ret_err, -errno, "%s: %s", b, strerror(errno));
                 goto out;
             }
+            sm_crash_point("recover-snapshot-renamed");
         }
     }
     rc = fsync_dir(sr->dir);

@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1446,6 +1447,48 @@ TEST(test_crash_at_every_point_of_clone)
 }
 
 static void
+crash_attach_op(struct fixture *f, void *aux)
+{
+    (void) aux;
+    fixture_detach(f);
+    fixture_attach(f);
+}
+
+/* Recovery itself may be killed: a second recovery finishes the job. */
+TEST(test_crash_during_recovery_of_a_snapshot)
+{
+    static const char *const points[] = {
+        "recover-snapshot-cleaned", "recover-snapshot-unhidden",
+        "recover-snapshot-renamed",
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(points); i++) {
+        struct fixture f;
+        struct copy_args args;
+        char new_uuid[37];
+        struct model *a;
+
+        if (!crash_fixture(&f)) {
+            CHECK(!"fixture");
+            return;
+        }
+        a = &f.vdis[0];
+        uuid_generate(new_uuid);
+        args.uuid = a->uuid;
+        args.new_uuid = new_uuid;
+        args.clone = false;
+        CHECK_INT(run_crashing(&f, "snapshot-publish", crash_copy_op, &args),
+                  1);
+        CHECK_INT(run_crashing(&f, points[i], crash_attach_op, NULL), 1);
+        if (!recover_and_check(&f)) {
+            fprintf(stderr, "  after a crash at %s\n", points[i]);
+            CHECK(!"recovered");
+        }
+        fixture_destroy(&f);
+    }
+}
+
+static void
 crash_destroy_op(struct fixture *f, void *aux)
 {
     char *err = NULL;
@@ -2080,6 +2123,40 @@ TEST(test_ext_on_a_loop_device)
               && mp.st_dev != root.st_dev);
         CHECK_INT(f.drv->stat(f.sr, &st, &err), 0);
         CHECK(st.physical_size > 64 * MiB && st.physical_size <= 96 * MiB);
+        {
+            struct sm_vdi_info info;
+            struct statvfs vfs;
+            char big[37], small[37], *filler;
+            int fd;
+
+            /* Thin: a VDI far larger than the filesystem is created ... */
+            uuid_generate(big);
+            uuid_generate(small);
+            memset(&info, 0, sizeof info);
+            CHECK_INT(f.drv->vdi_create(f.sr, big, 1ull << 40, EMPTY_MAP,
+                                        &info, &err), 0);
+            sm_vdi_info_clear(&info);
+            CHECK_INT(f.drv->vdi_destroy(f.sr, big, &err), 0);
+            /* ... as long as its metadata (a 4 MiB BAT here) fits. */
+            filler = xasprintf("%s/filler", f.location);
+            fd = open(filler, O_WRONLY | O_CREAT, 0600);
+            CHECK(fd >= 0 && !statvfs(f.location, &vfs));
+            CHECK(fd >= 0 && !posix_fallocate(fd, 0, (off_t) vfs.f_bavail
+                                              * vfs.f_frsize - 256 * 1024));
+            if (fd >= 0) {
+                close(fd);
+            }
+            CHECK_INT(f.drv->vdi_create(f.sr, big, VHD_MAX_SIZE, EMPTY_MAP,
+                                        &info, &err), -ENOSPC);
+            free(err);
+            err = NULL;
+            CHECK_INT(f.drv->vdi_create(f.sr, small, MiB, EMPTY_MAP, &info,
+                                        &err), 0);
+            sm_vdi_info_clear(&info);
+            CHECK_INT(f.drv->vdi_destroy(f.sr, small, &err), 0);
+            unlink(filler);
+            free(filler);
+        }
         a = create_vdi(&f, VSIZE, NULL);
         CHECK(a && write_blocks(&f, a, blocks, 2, 8));
         s = a ? copy_vdi(&f, a, true) : NULL;
