@@ -1024,6 +1024,7 @@ struct vdi_facts {
     int64_t virtual_size;
     bool read_only;
     bool sharable;
+    bool is_a_snapshot;
     struct value *other_config;
     struct value *sm_config;
 };
@@ -1058,6 +1059,7 @@ vdi_facts_get(struct db *db, const char *ref, struct vdi_facts *f)
         f->virtual_size = vdi->fields[F_VDI_virtual_size]->u.i;
         f->read_only = vdi->fields[F_VDI_read_only]->u.b;
         f->sharable = vdi->fields[F_VDI_sharable]->u.b;
+        f->is_a_snapshot = vdi->fields[F_VDI_is_a_snapshot]->u.b;
         f->other_config = value_ref(vdi->fields[F_VDI_other_config]);
         f->sm_config = value_ref(vdi->fields[F_VDI_sm_config]);
     }
@@ -1434,7 +1436,10 @@ vdi_snap_or_clone(struct api_ctx *ctx, const char *ref, bool snapshot,
             .name_description = vf.name_description,
             .virtual_size = vf.virtual_size, .type = vf.type,
             .sharable = vf.sharable,
-            .read_only = snapshot || vf.read_only,
+            /* A snapshot is read-only; a clone is as writable as its
+             * original, and a clone of a snapshot is a new writable disk
+             * (as VM.clone of a snapshot makes). */
+            .read_only = snapshot || (vf.read_only && !vf.is_a_snapshot),
             .other_config = vf.other_config, .sm_config = vf.sm_config,
         };
         struct value **f = vdi_fields_new(&spec, &info);

@@ -276,6 +276,47 @@ try:
         assert c.VDI.get_virtual_size(s, r1) == str(2 * GiB)
         assert c.PBD.get_currently_attached(s, pbd) is True
 
+    @tap.test('test_parallel_clients_leave_consistent_records')
+    def _():
+        path = os.path.join(tmp, 'busy-sr')
+        sr = new_sr('file', {'location': path})
+        errors = []
+
+        def worker(n):
+            cl = d.client()
+            try:
+                ss = d.login(cl)
+                for i in range(4):
+                    v = cl.VDI.create(ss, vdi_record(sr, 16 * MiB, 'w%d' % n))
+                    snap = cl.VDI.snapshot(ss, v, {})
+                    clone = cl.VDI.clone(ss, snap, {})
+                    cl.VDI.resize(ss, clone, str(32 * MiB))
+                    for x in (clone, snap, v):
+                        cl.VDI.destroy(ss, x)
+            except Exception as e:      # reported below
+                errors.append('worker %d: %r' % (n, e))
+
+        def scanner():
+            cl = d.client()
+            try:
+                ss = d.login(cl)
+                for i in range(6):
+                    cl.SR.scan(ss, sr)
+            except Exception as e:
+                errors.append('scanner: %r' % (e,))
+
+        threads = [threading.Thread(target=worker, args=(n,))
+                   for n in range(4)] + [threading.Thread(target=scanner)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert c.SR.get_VDIs(s, sr) == []
+        assert c.SR.get_current_operations(s, sr) == {}
+        assert c.SR.get_virtual_allocation(s, sr) == '0'
+        wait_for(lambda: vhd_files(path) == [], 20)
+
     @tap.test('test_scan_introduces_a_copied_vhd_and_drops_a_deleted_one')
     def _():
         path = os.path.join(tmp, 'scan-sr')
