@@ -218,7 +218,9 @@ iso_attach(const char *state_dir, const char *sr_uuid,
             goto out;
         }
         sr->dir = xstrdup(location);
-        goto done;
+        *ret_sr = sr;
+        sr = NULL;
+        goto out;
     }
     sr->mount_point = xasprintf("%s/sr-mount/%s", state_dir, sr_uuid);
     rc = mkdir_p(sr->mount_point);
@@ -261,7 +263,6 @@ iso_attach(const char *state_dir, const char *sr_uuid,
         }
     }
     sr->dir = xstrdup(sr->mount_point);
-done:
     *ret_sr = sr;
     sr = NULL;
     rc = 0;
