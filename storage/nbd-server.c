@@ -1155,9 +1155,24 @@ nbd_server_handle(struct nbd_server *srv, const struct nbd_io *io)
 
 /* ---- Sockets. ---- */
 
+/* Small reads (request headers, handshake messages) go through a buffer:
+ * a client that pipelines requests has several headers in the socket, and
+ * one recv() then fetches them all instead of one system call each.
+ * Payloads bypass the buffer once it is empty, so they are received
+ * straight into the connection's buffer as before. */
+#define SOCKET_READ_BUFFER 4096
+
 struct socket_io {
     int fd;
+    size_t pos, len;                /* unread bytes: rbuf[pos..len) */
+    uint8_t rbuf[SOCKET_READ_BUFFER];
 };
+
+static int
+recv_error(void)
+{
+    return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+}
 
 static int
 socket_read(void *aux, void *buf, size_t n)
@@ -1166,19 +1181,38 @@ socket_read(void *aux, void *buf, size_t n)
     char *p = buf;
 
     while (n > 0) {
-        ssize_t r = recv(sio->fd, p, n, MSG_WAITALL);
+        ssize_t r;
+
+        if (sio->pos < sio->len) {
+            size_t step = MIN(n, sio->len - sio->pos);
+            memcpy(p, sio->rbuf + sio->pos, step);
+            sio->pos += step;
+            p += step;
+            n -= step;
+            continue;
+        }
+        if (n >= sizeof sio->rbuf) {
+            r = recv(sio->fd, p, n, MSG_WAITALL);
+            if (r > 0) {
+                p += r;
+                n -= (size_t) r;
+            }
+        } else {
+            r = recv(sio->fd, sio->rbuf, sizeof sio->rbuf, 0);
+            if (r > 0) {
+                sio->pos = 0;
+                sio->len = (size_t) r;
+            }
+        }
         if (r < 0) {
             if (errno == EINTR) {
                 continue;
             }
-            return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT
-                                                           : -errno;
+            return recv_error();
         }
         if (r == 0) {
             return -EPIPE;
         }
-        p += r;
-        n -= (size_t) r;
     }
     return 0;
 }
