@@ -739,3 +739,32 @@ TEST(test_concurrent_pauses_are_serialized)
     tapdisk_stop(p[0].t);
     fixture_cleanup(&fx);
 }
+
+TEST(test_a_server_that_died_gives_errors_not_signals)
+{
+    struct fixture fx;
+    struct tapdisk *t;
+    char *err = NULL;
+
+    if (!fixture_init(&fx)) {
+        SKIP("xapi-tapdisk, qemu-io, qemu-img or nbdinfo missing");
+    }
+    t = start(&fx, 0);
+    CHECK(t != NULL);
+    if (!t) {
+        fixture_cleanup(&fx);
+        return;
+    }
+    CHECK_INT(kill(tapdisk_pid(t), SIGKILL), 0);
+    usleep(100 * 1000);
+    /* The command goes to a closed socket: an error return, no SIGPIPE
+     * (which would end this test program). */
+    CHECK(tapdisk_pause(t, &err) < 0);
+    CHECK(err && strstr(err, "signal 9"));
+    free(err);
+    err = NULL;
+    CHECK(tapdisk_unpause(t, &err) < 0);
+    free(err);
+    tapdisk_stop(t);
+    fixture_cleanup(&fx);
+}
