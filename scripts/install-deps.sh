@@ -7,7 +7,7 @@
 set -e
 what=${1:-build}
 pkgs="build-essential autoconf automake pkg-config python3 libssl-dev
-libsqlite3-dev libcrypt-dev libpam0g-dev libxen-dev openssl ca-certificates
+libsqlite3-dev zlib1g-dev libcrypt-dev libpam0g-dev libxen-dev openssl ca-certificates
 e2fsprogs util-linux nfs-common cifs-utils lvm2"
 case "$what" in
 test) pkgs="$pkgs clang libclang-rt-14-dev libxmlrpc-core-c3-dev libcurl4-openssl-dev curl libnbd-bin qemu-utils" ;;
