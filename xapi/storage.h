@@ -26,9 +26,10 @@ struct sm_attach;
 
 /* Start-up: SM records for every driver, the default local SR ("Local
  * storage", type file on STATE_DIR/sr/local, as pool.default_SR,
- * suspend_image_SR and crash_dump_SR) and an ISO library SR on first
- * start, plugs this host's PBDs, finds block servers still running from
- * before a restart, starts the GC thread.  Called after firstboot_init. */
+ * suspend_image_SR and crash_dump_SR) on first start (no ISO library SR:
+ * XenServer has none by default), plugs this host's PBDs, finds block
+ * servers still running from before a restart, starts the GC thread.
+ * Called after firstboot_init. */
 int storage_init(struct xapi *x, char **ret_err);
 /* Stops the GC thread and the block servers, detaches SRs. */
 void storage_shutdown(struct xapi *x);

@@ -577,6 +577,50 @@ try:
         rec = c2.SR.get_record(s2, default)
         assert c2.PBD.get_currently_attached(s2, rec['PBDs'][0]) is True
         assert len(c2.SM.get_all(s2)) == len(c2.SR.get_supported_types(s2))
+    def pid_alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().split()[2] != 'Z'
+
+    @tap.test('test_block_servers_end_with_the_daemon_and_leftovers_are_stopped')
+    def _():
+        cl = d.client()
+        ss = d.login(cl)
+        sr = cl.pool.get_default_SR(ss, cl.pool.get_all(ss)[0])
+        t = cl.VM.get_by_name_label(ss, 'Debian Bookworm 12')[0]
+        vm = cl.VM.clone(ss, t, 'restart-vm')
+        cl.VM.set_is_a_template(ss, vm, False)
+        cl.VM.set_domain_type(ss, vm, 'pv')
+        v = cl.VDI.create(ss, vdi_record(sr, 16 * MiB))
+        vbd = cl.VBD.create(ss, full_record(
+            model, 'VBD', VM=vm, VDI=v, userdevice='0', mode='RW',
+            type='Disk', empty=False, bootable=True, unpluggable=True))
+        pidfile = os.path.join(d.state_dir, 'tapdisk',
+                               cl.VBD.get_uuid(ss, vbd) + '.pid')
+
+        def server_pid():
+            cl.VM.start(ss, vm, False, False)
+            if not os.path.exists(pidfile):
+                raise Skip('VM.start started no block server')
+            with open(pidfile) as f:
+                return int(f.read().split()[0])
+
+        pid = server_pid()
+        assert pid_alive(pid)
+        d.restart()         # a clean stop ends the simulator's servers
+        assert not pid_alive(pid), pid
+        assert not os.path.exists(pidfile)
+        cl = d.client()
+        ss = d.login(cl)
+        pid = server_pid()
+        d.kill()            # a crash leaves the server serving
+        assert pid_alive(pid), pid
+        d.start()
+        wait_for(lambda: not pid_alive(pid))
+        assert not os.path.exists(pidfile)
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 
