@@ -1079,7 +1079,7 @@ lifecycle_image_from_vdi(struct api_ctx *ctx, const char *vdi_ref,
     r = dev->ops->read(dev, buf, 0, IMAGE_HEADER);
     len = get_le64(buf + 32);
     if (r || memcmp(buf, IMAGE_MAGIC, sizeof IMAGE_MAGIC)
-        || len > dev->size - IMAGE_HEADER) {
+        || dev->size < IMAGE_HEADER || len > dev->size - IMAGE_HEADER) {
         api_fail(ctx, ERR_SUSPEND_IMAGE_NOT_ACCESSIBLE, vdi_ref);
         goto out;
     }

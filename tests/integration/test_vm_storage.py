@@ -562,6 +562,65 @@ try:
         for x in (cl, snap, v):
             c.VM.destroy(s, x)
 
+    def sim_sr(name, config):
+        config = dict(config, location=os.path.join(d.tmp, name))
+        return c.SR.create(s, c.host.get_all(s)[0], config, '0', name, '',
+                           'sim', '', False, {})
+
+    def set_sim_config(sr_ref, config):
+        pbd = c.SR.get_PBDs(s, sr_ref)[0]
+        c.PBD.unplug(s, pbd)
+        c.PBD.set_device_config(s, pbd, config)
+        c.PBD.plug(s, pbd)
+
+    @tap.test('test_a_suspend_SR_too_small_is_SR_SUSPEND_SPACE_INSUFFICIENT')
+    def _():
+        small = sim_sr('sim-small', {'size': str(256 << 10)})
+        c.pool.set_suspend_image_SR(s, pool, small)
+        try:
+            c.VM.start(s, vm, False, False)
+            before = vdis()
+            expect_error(lambda: c.VM.suspend(s, vm),
+                         'SR_SUSPEND_SPACE_INSUFFICIENT', [small])
+            # The guest was not lost: it runs on from its image.
+            assert c.VM.get_power_state(s, vm) == 'Running'
+            assert c.VM.get_suspend_VDI(s, vm) == NULL
+            assert vdis() == before
+            check_data(nbd_read(vm), expected((0, A)), 'disk after the failure')
+            c.VM.hard_shutdown(s, vm)
+        finally:
+            c.pool.set_suspend_image_SR(s, pool, sr)
+
+    @tap.test('test_failing_disk_operations_leave_no_vdi_or_vm_behind')
+    def _():
+        path = os.path.join(d.tmp, 'sim-fail')
+        bad = sim_sr('sim-fail', {})
+        v = install('vs-two-disks')
+        c.VM.add_to_other_config(
+            s, v, 'disks', '<provision><disk device="1" size="%d" sr="%s" '
+            'bootable="false" type="user"/></provision>'
+            % (SIZE, c.SR.get_uuid(s, bad)))
+        c.VM.provision(s, v)
+        assert len(c.VM.get_VBDs(s, v)) == 2
+        snap = c.VM.snapshot(s, v, 'vs-two-snap')
+        set_sim_config(bad, {'location': path,
+                             'fail': 'vdi_snapshot,vdi_clone'})
+        vms, before = set(c.VM.get_all(s)), vdis()
+        expect_error(lambda: c.VM.snapshot(s, v, 'x', []), 'SR_BACKEND_FAILURE')
+        expect_error(lambda: c.VM.clone(s, v, 'x'), 'SR_BACKEND_FAILURE')
+        disks = sorted(c.VBD.get_VDI(s, b) for b in c.VM.get_VBDs(s, v))
+        expect_error(lambda: c.VM.revert(s, snap), 'SR_BACKEND_FAILURE')
+        assert set(c.VM.get_all(s)) == vms and vdis() == before
+        assert sorted(c.VBD.get_VDI(s, b) for b in c.VM.get_VBDs(s, v)) == disks
+        rec = c.VM.get_record(s, v)
+        assert rec['current_operations'] == {} and 'start' in rec['allowed_operations']
+        set_sim_config(bad, {'location': path})
+        for x in (snap, v):
+            owned = [c.VBD.get_VDI(s, b) for b in c.VM.get_VBDs(s, x)]
+            c.VM.destroy(s, x)
+            for vdi in owned:
+                c.VDI.destroy(s, vdi)
+
     @tap.test('test_a_crash_restart_gives_the_new_domain_its_disks')
     def _():
         c.VM.set_actions_after_crash(s, vm, 'restart')
