@@ -1833,6 +1833,14 @@ copy_data(struct api_ctx *ctx, struct blockdev *src, struct blockdev *base,
     for (uint64_t off = 0; off < size; off += COPY_CHUNK) {
         size_t n = (size_t) MIN((uint64_t) COPY_CHUNK, size - off);
         bool zero;
+        /* Every 32 MiB, skipped or not: progress, and a chance to stop. */
+        if (off && ((off / COPY_CHUNK) & 15) == 0) {
+            api_task_set_progress(ctx, (double) off / (double) size);
+            if (api_task_cancelled(ctx)) {
+                rc = -ECANCELED;
+                break;
+            }
+        }
         rc = src->ops->read(src, buf, off, n);
         if (rc) {
             break;
@@ -1859,13 +1867,6 @@ copy_data(struct api_ctx *ctx, struct blockdev *src, struct blockdev *base,
         }
         if (rc) {
             break;
-        }
-        if (((off / COPY_CHUNK) & 15) == 15) {
-            api_task_set_progress(ctx, (double) (off + n) / (double) size);
-            if (api_task_cancelled(ctx)) {
-                rc = -ECANCELED;
-                break;
-            }
         }
     }
     free(buf);

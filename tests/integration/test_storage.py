@@ -244,6 +244,22 @@ try:
         assert read_disk(target) == two
         assert read_disk(a) == two
 
+    @tap.test('test_cancelled_vdi_copy_leaves_no_copy_behind')
+    def _():
+        sr = new_sr('file', {'location': os.path.join(tmp, 'cancel-sr')})
+        a = new_vdi(sr, 1024 * GiB // 64)       # 16 GiB, all zeros
+        before = sorted(c.SR.get_VDIs(s, sr))
+        task = c.Async.VDI.copy(s, a, sr, NULL, NULL)
+        c.task.cancel(s, task)
+        rec = wait_task(task, 120)
+        if rec['status'] == 'success':
+            raise Skip('the copy finished before the cancel reached it')
+        assert rec['status'] == 'cancelled', rec
+        assert rec['error_info'] == ['TASK_CANCELLED', task], rec
+        assert sorted(c.SR.get_VDIs(s, sr)) == before
+        assert c.VDI.get_current_operations(s, a) == {}
+        assert_accounting(sr)
+
     @tap.test('test_sim_size_gives_SR_FULL_with_requested_and_maximum')
     def _():
         sr = new_sr('sim', {'location': os.path.join(tmp, 'sim-full'),
