@@ -580,6 +580,28 @@ try:
         expect_error(lambda: c.VBD.plug(s, vbd2), 'VDI_READONLY', [snap])
         c.VBD.assert_attachable(s, vbd)
         c.VBD.destroy(s, vbd2)
+        # Another running VM may not write the disk too, unless sharable.
+        vm2 = c.VM.clone(s, t, 'storage-vm-2')
+        c.VM.set_is_a_template(s, vm2, False)
+        c.VM.set_domain_type(s, vm2, 'pv')
+        c.VM.start(s, vm2, False, False)
+        vbd3 = c.VBD.create(s, full_record(
+            model, 'VBD', VM=vm2, VDI=v, userdevice='5', mode='RW',
+            type='Disk', empty=False, bootable=False, unpluggable=True))
+        expect_error(lambda: c.VBD.plug(s, vbd3), 'VDI_IN_USE', [v, 'attach'])
+        assert c.VBD.get_currently_attached(s, vbd3) is False
+        vbd4 = c.VBD.create(s, full_record(
+            model, 'VBD', VM=vm2, VDI=v, userdevice='6', mode='RO',
+            type='Disk', empty=False, bootable=False, unpluggable=True))
+        expect_error(lambda: c.VBD.plug(s, vbd4), 'VDI_IN_USE', [v, 'attach'])
+        # a sharable disk may be read by another VM while one writes it
+        c.VDI.set_sharable(s, v, True)
+        c.VBD.plug(s, vbd4)
+        c.VBD.unplug(s, vbd4)
+        c.VDI.set_sharable(s, v, False)
+        c.VM.hard_shutdown(s, vm2)
+        c.VBD.destroy(s, vbd3)
+        c.VBD.destroy(s, vbd4)
         c.VBD.unplug(s, vbd)
         assert not os.path.exists(sock)
         c.VM.hard_shutdown(s, vm)
