@@ -50,9 +50,13 @@
  * default. */
 #define TAG_THICK "lvhd_thick"
 #define TAG_THIN "lvhd_thin"
-/* BAT entries every image reserves, as XenServer does: resizing up to the
- * largest VHD never moves blocks, so a full volume stays enough. */
 #define LVHD_MAX_SIZE VHD_MAX_SIZE
+/* Every image reserves BAT entries for at least this virtual size, so
+ * that resizing up to it never moves blocks.  XenServer reserves for
+ * 2 TiB; that BAT (4 MB) is read at every open, and the driver opens
+ * images often (every chain walk), so we reserve 256 GiB (512 KiB) and let
+ * larger resizes move the few blocks in the BAT's way (see resize). */
+#define LVHD_RESERVE (256ull << 30)
 /* Locator data each image may hold: three at creation, and more appended
  * by reparenting (one set per garbage collection that touches it). */
 #define LOCATOR_ROOM (64u << 10)
@@ -485,7 +489,9 @@ out:
     return rc;
 }
 
-/* Rewrites .meta through a temporary file and a rename: atomic. */
+/* Rewrites .meta through a temporary file and a rename: atomic against a
+ * killed process, which is the crash the simulator stands for (it does
+ * not pretend to survive power loss, so it does not sync). */
 static int
 sim_meta_write(struct vg *vg, const struct sim_meta *m, char **ret_err)
 {
@@ -503,7 +509,7 @@ sim_meta_write(struct vg *vg, const struct sim_meta *m, char **ret_err)
     for (size_t i = 0; i < m->n_tags; i++) {
         fprintf(f, "tag %s %s\n", m->tag_lv[i], m->tag[i]);
     }
-    if (fflush(f) || fsync(fileno(f))) {
+    if (fflush(f)) {
         rc = fail(ret_err, -errno, "%s: %s", tmp, strerror(errno));
     }
     if (fclose(f) && !rc) {
@@ -769,6 +775,33 @@ sim_set_tags(struct vg *vg, const char *name, const char *tag, bool add,
     return rc;
 }
 
+/* Drops every tag of volume name, then gives it tag (if not NULL). */
+static int
+sim_replace_tags(struct vg *vg, const char *name, const char *tag,
+                 char **ret_err)
+{
+    struct sim_meta m, n;
+    int rc = sim_meta_read(vg, &m, ret_err);
+
+    if (rc) {
+        return rc;
+    }
+    memset(&n, 0, sizeof n);
+    n.capacity = m.capacity;
+    for (size_t i = 0; i < m.n_tags; i++) {
+        if (strcmp(m.tag_lv[i], name)) {
+            sim_meta_add(&n, m.tag_lv[i], m.tag[i]);
+        }
+    }
+    if (tag) {
+        sim_meta_add(&n, name, tag);
+    }
+    rc = sim_meta_write(vg, &n, ret_err);
+    sim_meta_clear(&m);
+    sim_meta_clear(&n);
+    return rc;
+}
+
 static int
 sim_lv_create(struct vg *vg, const char *name, uint64_t size,
               const char *tag, char **ret_err)
@@ -793,10 +826,7 @@ sim_lv_create(struct vg *vg, const char *name, uint64_t size,
     }
     /* Tags first: tags of a volume that does not exist are ignored, and
      * replaced when it is created. */
-    rc = sim_set_tags(vg, name, NULL, false, NULL, ret_err);
-    if (!rc && tag) {
-        rc = sim_set_tags(vg, name, tag, true, NULL, ret_err);
-    }
+    rc = sim_replace_tags(vg, name, tag, ret_err);
     if (rc) {
         goto out;
     }
@@ -1131,14 +1161,22 @@ is_attached(struct sm_sr *sr, const char *uuid, bool *ret_rw)
 
 /* ---- images in volumes: sizes, inflate, deflate ---- */
 
-/* Bytes of metadata before the first block of a new image: footer copy,
- * header, locators and the BAT reserved for the largest VHD. */
+/* BAT entries an image of virtual_size reserves. */
 static uint64_t
-new_image_data_end(void)
+bat_entries_for(uint64_t virtual_size)
 {
-    uint64_t entries = LVHD_MAX_SIZE / VHD_DEFAULT_BLOCK_SIZE;
+    uint64_t reserve = MAX(virtual_size, LVHD_RESERVE);
 
-    return 512 + 1024 + 3 * 2048 + round_up(entries * 4, 512);
+    return (reserve + VHD_DEFAULT_BLOCK_SIZE - 1) / VHD_DEFAULT_BLOCK_SIZE;
+}
+
+/* Bytes of metadata before the first block of a new image: footer copy,
+ * header, locators and the reserved BAT. */
+static uint64_t
+new_image_data_end(uint64_t virtual_size)
+{
+    return 512 + 1024 + 3 * 2048
+           + round_up(bat_entries_for(virtual_size) * 4, 512);
 }
 
 static uint64_t
@@ -1176,6 +1214,7 @@ struct image {
     uint64_t virtual_size;
     uint64_t data_end;
     uint32_t allocated, block_size;
+    uint32_t max_blocks;            /* BAT entries */
     char parent[37];                /* the parent volume's uuid, or "" */
     int parent_index;               /* in the catalog, or -1 */
     size_t n_children;
@@ -1247,6 +1286,7 @@ image_read(struct sm_sr *sr, const char *name, struct image *ret,
     img.virtual_size = info.virtual_size;
     img.data_end = info.data_end;
     img.allocated = info.allocated_blocks;
+    img.max_blocks = info.max_blocks;
     img.block_size = info.block_size ? info.block_size
                                      : VHD_DEFAULT_BLOCK_SIZE;
     parent_uuid_from(&info, img.parent);
@@ -1882,7 +1922,7 @@ image_create(struct sm_sr *sr, const char *uuid, uint64_t virtual_size,
     char *tmp = xasprintf(LV_NEW "%s", uuid), *name = vhd_lv(uuid);
     char *path = NULL, *parent_path = NULL;
     struct image parent;
-    uint64_t size = deflated_size(new_image_data_end());
+    uint64_t size;
     int rc = 0;
 
     memset(&parent, 0, sizeof parent);
@@ -1897,9 +1937,10 @@ image_create(struct sm_sr *sr, const char *uuid, uint64_t virtual_size,
         }
         virtual_size = parent.virtual_size;
     }
+    size = deflated_size(new_image_data_end(virtual_size));
     if (full) {
-        size = inflated_size(new_image_data_end(), virtual_size, 0,
-                             VHD_DEFAULT_BLOCK_SIZE);
+        size = inflated_size(new_image_data_end(virtual_size), virtual_size,
+                             0, VHD_DEFAULT_BLOCK_SIZE);
     }
     rc = lv_create(sr, tmp, size, thick ? TAG_THICK : TAG_THIN, ret_err);
     if (rc) {
@@ -1912,7 +1953,7 @@ image_create(struct sm_sr *sr, const char *uuid, uint64_t virtual_size,
     opts.virtual_size = parent_lv ? 0 : virtual_size;
     opts.parent_path = parent_path;
     opts.uuid = parent_lv ? NULL : uuid;
-    opts.max_size = LVHD_MAX_SIZE;
+    opts.max_size = MAX(virtual_size, LVHD_RESERVE);
     opts.container = true;
     rc = vhd_create(path, &opts, ret_err);
     if (rc) {
@@ -2050,13 +2091,16 @@ snapshot_or_clone(struct sm_sr *sr, const char *location,
      * volume until it is deflated at the end. */
     full = leaf.thick || (attached && rw);
     need = LVM_EXTENT
-           + (leaf.thick ? inflated_size(new_image_data_end(),
+           + (leaf.thick ? inflated_size(new_image_data_end(
+                                             leaf.virtual_size),
                                          leaf.virtual_size, 0,
                                          VHD_DEFAULT_BLOCK_SIZE)
-                         : deflated_size(new_image_data_end()))
-           + (full ? inflated_size(new_image_data_end(), leaf.virtual_size,
+                         : deflated_size(new_image_data_end(
+                                             leaf.virtual_size)))
+           + (full ? inflated_size(new_image_data_end(leaf.virtual_size),
+                                   leaf.virtual_size,
                                    0, VHD_DEFAULT_BLOCK_SIZE)
-                   : deflated_size(new_image_data_end()));
+                   : deflated_size(new_image_data_end(leaf.virtual_size)));
     rc = need_room(sr, need, ret_err);
     if (rc) {
         goto out;
@@ -2133,6 +2177,7 @@ sr_vdi_resize(struct sm_sr *sr, const char *location, uint64_t new_size,
     struct image img;
     struct vhd *v = NULL;
     char *path = NULL;
+    uint64_t entries, target;
     bool rw = false;
     int rc;
 
@@ -2147,14 +2192,23 @@ sr_vdi_resize(struct sm_sr *sr, const char *location, uint64_t new_size,
                   new_size);
         goto out;
     }
-    /* A volume that must hold every block grows first. */
-    if (img.thick || (is_attached(sr, location, &rw) && rw)) {
-        rc = inflate_full(sr, &img, new_size, ret_err);
-        if (rc) {
-            goto out;
-        }
+    /* The volume grows first: to hold every block of the new size if it
+     * must stay inflated (thick, or attached for writing), and, if the
+     * BAT must grow past its reservation, by the larger BAT and the blocks
+     * it displaces (each moved to the end of the data). */
+    entries = (new_size + img.block_size - 1) / img.block_size;
+    target = img.thick || (is_attached(sr, location, &rw) && rw)
+             ? inflated_size(img.data_end, new_size, img.allocated,
+                             img.block_size)
+             : deflated_size(img.data_end);
+    if (entries > img.max_blocks) {
+        target += 2 * round_up(entries * 4, 512)
+                  + 2 * block_span(img.block_size);
     }
-    rc = lv_path(sr, img.lv, &path, ret_err);
+    rc = inflate(sr, img.lv, target, ret_err);
+    if (!rc) {
+        rc = lv_path(sr, img.lv, &path, ret_err);
+    }
     if (!rc) {
         rc = vhd_open_ex(path, VHD_OPEN_CONTAINER, &v, ret_err);
     }
@@ -2162,6 +2216,10 @@ sr_vdi_resize(struct sm_sr *sr, const char *location, uint64_t new_size,
         rc = vhd_resize(v, new_size, ret_err);
     }
     vhd_close(v);
+    /* A thin VDI nobody writes to gives the room back. */
+    if (!rc && !img.thick && !(is_attached(sr, location, &rw) && rw)) {
+        rc = deflate(sr, img.lv, ret_err);
+    }
     if (!rc) {
         rc = sr_vdi_info(sr, location, ret_info, ret_err);
     }

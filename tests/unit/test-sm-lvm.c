@@ -488,14 +488,14 @@ TEST(test_thin_vdi_inflates_on_attach_and_deflates_on_detach)
     CHECK(fixture_setup(&f, "thin", 4096 * MiB, "thin"));
     CHECK(!vdi_create(&f, uuid, size, NULL));
     thin_size = lv_size(&f, uuid);
-    /* An empty image: its metadata (with a BAT for 2 TiB) fits one
-     * extent. */
+    /* An empty image: its metadata (with a 512 KiB BAT, reserved for
+     * 256 GiB) fits one extent. */
     CHECK_INT(thin_size, EXTENT);
 
     CHECK(!vdi_attach(&f, uuid, true, &path));
     /* Room for all 32 blocks of 2 MiB + 512 bytes, and the metadata. */
-    CHECK(lv_size(&f, uuid) >= thin_size + size + 32 * 512);
-    CHECK(lv_size(&f, uuid) <= thin_size + size + 2 * EXTENT);
+    CHECK(lv_size(&f, uuid) >= size + 32 * 512 + 512 * 1024);
+    CHECK(lv_size(&f, uuid) <= thin_size + size + EXTENT);
     CHECK(!dev_write(path, 0, 3 * MiB, 0x11, model));
     CHECK(!dev_write(path, 40 * MiB + 512, 4096, 0x22, model));
     CHECK(!dev_write(path, size - 4096, 4096, 0x33, model));
@@ -505,10 +505,25 @@ TEST(test_thin_vdi_inflates_on_attach_and_deflates_on_detach)
         CHECK(qemu_matches(path, model, size));
     }
     drv->vdi_detach(f.sr, uuid);
-    /* Deflated to 4 blocks' data past the metadata. */
-    CHECK_INT(lv_size(&f, uuid),
-              (thin_size - EXTENT + 4 * (2 * MiB + 512) + 512 + EXTENT - 1)
-              / EXTENT * EXTENT);
+    /* Deflated to the extents holding the metadata, 4 blocks and the
+     * footer. */
+    {
+        struct vhd *v = NULL;
+        struct vhd_info info;
+        char *err = NULL;
+
+        CHECK(!vhd_open(path, true, &v, &err));
+        if (v) {
+            CHECK(!vhd_get_info(v, &info));
+            CHECK_INT(info.allocated_blocks, 4);
+            CHECK_INT(lv_size(&f, uuid), (info.data_end + 512 + EXTENT - 1)
+                                         / EXTENT * EXTENT);
+            CHECK(info.data_end >= 4 * (2 * MiB + 512) + 512 * 1024);
+            vhd_info_clear(&info);
+        }
+        vhd_close(v);
+        free(err);
+    }
     CHECK(dev_matches(path, model, size));
     CHECK(image_sound(path));
     if (have_qemu()) {
@@ -540,7 +555,7 @@ TEST(test_thick_vdi_takes_its_full_size_at_once)
     CHECK(!vdi_create(&f, thick, size, "thick"));
     CHECK(!vdi_create(&f, thin, size, NULL));
     full = lv_size(&f, thick);
-    CHECK(full >= size + 32 * 512 + 4 * MiB);
+    CHECK(full >= size + 32 * 512 + 512 * 1024);
     CHECK(lv_size(&f, thin) < full);
     CHECK(!vdi_attach(&f, thick, true, &path));
     CHECK_INT(lv_size(&f, thick), full);
@@ -748,6 +763,46 @@ TEST(test_snapshot_clone_resize_destroy_and_gc_keep_data)
     free(ma);
     free(ms);
     free(mc);
+    fixture_done(&f);
+}
+
+TEST(test_resize_past_the_reserved_bat_moves_blocks_in_the_volume)
+{
+    const uint64_t size = 16 * MiB, big = 300ull << 30;
+    struct fixture f;
+    struct sm_vdi_info info;
+    char a[37], *pa = NULL, *err = NULL;
+    uint8_t *model = xcalloc(1, size), *buf = xmalloc(size);
+    struct blockdev *dev = NULL;
+
+    CHECK(fixture_setup(&f, "resize", 4096 * MiB, "thin"));
+    CHECK(!vdi_create(&f, a, size, NULL));
+    CHECK(!vdi_attach(&f, a, true, &pa));
+    /* The first blocks sit right after the BAT, in its way. */
+    CHECK(!dev_write(pa, 0, size, 0x61, model));
+    drv->vdi_detach(f.sr, a);
+    memset(&info, 0, sizeof info);
+    CHECK(!drv->vdi_resize(f.sr, a, big, &info, &err));
+    CHECK_INT(info.virtual_size, big);
+    sm_vdi_info_clear(&info);
+    CHECK(image_sound(pa));
+    /* Thin and detached: deflated again, though the moved blocks now lie
+     * further on. */
+    CHECK(lv_size(&f, a) < size + 4 * EXTENT);
+    CHECK(!blockdev_open_vhd(pa, true, &dev, &err));
+    if (dev) {
+        CHECK(dev->size == big);
+        CHECK(!dev->ops->read(dev, buf, 0, size));
+        CHECK(!memcmp(buf, model, size));
+        CHECK(!dev->ops->read(dev, buf, big - size, size));
+        memset(model, 0, size);
+        CHECK(!memcmp(buf, model, size));
+    }
+    blockdev_close(dev);
+    free(err);
+    free(pa);
+    free(buf);
+    free(model);
     fixture_done(&f);
 }
 
