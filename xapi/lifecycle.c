@@ -487,6 +487,20 @@ attach_disks(struct api_ctx *ctx, const char *vm_ref,
         int rc;
 
         rc = storage_vbd_attach(ctx->x, v->ref, &target, &format, &err);
+        /* A block server that cannot open its image may have met the
+         * SR's garbage collector relinking the chain under it (it briefly
+         * holds the image open for writing): try again for a moment, as
+         * XenServer retries a busy SR.  Errors that say what is wrong
+         * (the disk is used elsewhere, read-only, missing, its SR not
+         * plugged) are final. */
+        for (int tries = 0; rc && rc != -EBUSY && rc != -EROFS
+                            && rc != -ENODEV && rc != -ENOENT && tries < 10;
+             tries++) {
+            free(err);
+            err = NULL;
+            usleep(200 * 1000);
+            rc = storage_vbd_attach(ctx->x, v->ref, &target, &format, &err);
+        }
         if (!rc) {
             free(v->target);
             free(v->format);
