@@ -98,9 +98,12 @@ static const char *const ops_paused[] = {
     "unpause", "hard_shutdown", "hard_reboot", "shutdown",
     "get_boot_record", "power_state_reset", "changing_dynamic_range", NULL,
 };
+/* No clone or copy: the memory image belongs to this VM (the domain it
+ * restores carries the VM's identity), so VM.clone and VM.copy want a
+ * halted VM. */
 static const char *const ops_suspended[] = {
-    "resume", "resume_on", "hard_shutdown", "shutdown", "clone", "copy",
-    "snapshot", "get_boot_record", "power_state_reset", NULL,
+    "resume", "resume_on", "hard_shutdown", "shutdown", "snapshot",
+    "get_boot_record", "power_state_reset", NULL,
 };
 static const char *const ops_template[] = {
     "clone", "copy", "provision", "get_boot_record", NULL,
