@@ -1140,6 +1140,119 @@ TEST(test_crash_at_any_step_recovers_on_attach)
     free(model);
 }
 
+/* Attaches a loop device to a new file of size bytes; "" if impossible. */
+static void
+loop_attach(const char *file, uint64_t size, char *ret_dev, size_t n)
+{
+    char *cmd = xasprintf("truncate -s %" PRIu64 " '%s' && "
+                          "losetup -f --show '%s' 2>/dev/null", size, file,
+                          file);
+    FILE *p = popen(cmd, "r");
+
+    ret_dev[0] = 0;
+    if (p) {
+        if (!fgets(ret_dev, n, p)) {
+            ret_dev[0] = 0;
+        }
+        pclose(p);
+    }
+    ret_dev[strcspn(ret_dev, "\n")] = 0;
+    free(cmd);
+}
+
+/* Logical volumes are block devices reached through /dev/VG/LV symlinks;
+ * loop devices behind symlinks stand for them: the library finds their
+ * size with BLKGETSIZE64, keeps the footer at their end, refuses to grow
+ * them, and records the symlink (not the node it points to) as a parent's
+ * path. */
+TEST(test_images_on_block_devices_behind_symlinks)
+{
+    const uint64_t size = 32 * MiB;
+    char *dir = xasprintf("/tmp/test-sm-lvm.%d.blk", (int) getpid());
+    char *fa = xasprintf("%s/a.img", dir), *fb = xasprintf("%s/b.img", dir);
+    char *la = xasprintf("%s/VG/VHD-a", dir), *lb = xasprintf("%s/VG/VHD-b",
+                                                               dir);
+    char da[64], db[64], *err = NULL;
+    struct vhd_create_opts oa = { .virtual_size = size, .container = true };
+    struct vhd_create_opts ob = { .parent_path = la, .container = true };
+    struct blockdev *dev = NULL;
+    struct vhd *v = NULL;
+    struct vhd_info info;
+    uint8_t *model = xcalloc(1, size), *buf = xmalloc(size);
+    int rc = 0, blocks = 0;
+
+    if (getuid() != 0) {
+        SKIP("loop devices need root");
+    }
+    sh("rm -rf '%s' && mkdir -p '%s/VG'", dir, dir);
+    loop_attach(fa, 16 * MiB, da, sizeof da);
+    loop_attach(fb, 8 * MiB, db, sizeof db);
+    if (!da[0] || !db[0]) {
+        if (da[0]) {
+            sh("losetup -d %s", da);
+        }
+        sh("rm -rf '%s'", dir);
+        SKIP("no loop device available");
+    }
+    CHECK(!symlink(da, la) && !symlink(db, lb));
+    CHECK(!vhd_create(la, &oa, &err));
+    CHECK(!blockdev_open_vhd(la, false, &dev, &err));
+    if (dev) {
+        memset(buf, 0x5c, MiB);
+        memset(model, 0x5c, MiB);
+        CHECK(!dev->ops->write(dev, buf, 0, MiB));
+        CHECK(!dev->ops->flush(dev));
+    }
+    blockdev_close(dev);
+    dev = NULL;
+    CHECK(image_sound(la));
+    if (have_qemu()) {
+        CHECK(qemu_matches(la, model, size));
+    }
+    /* A child on the other device records the symlink as its parent. */
+    CHECK(!vhd_create(lb, &ob, &err));
+    CHECK(!vhd_chain_open(lb, true, &v, &err));
+    if (v) {
+        CHECK(!vhd_get_info(v, &info));
+        /* Found through the symlink's directory ("VG/./VHD-a", from the
+         * relative locator), not through /dev/loopN. */
+        CHECK(info.parent_path && strstr(info.parent_path, "/VG/")
+              && strstr(info.parent_path, "VHD-a")
+              && !strstr(info.parent_path, "loop"));
+        CHECK_INT(info.physical_size, 8 * MiB);
+        vhd_info_clear(&info);
+    }
+    vhd_close(v);
+    /* Writes fill the 8 MiB device and then fail: it cannot grow. */
+    CHECK(!blockdev_open_vhd(lb, false, &dev, &err));
+    memset(buf, 0x6d, size);
+    for (uint64_t off = 0; dev && !rc && off < size; off += 2 * MiB) {
+        rc = dev->ops->write(dev, buf, off, 2 * MiB);
+        if (!rc) {
+            memset(model + off, 0x6d, 2 * MiB);
+            blocks++;
+        }
+    }
+    CHECK_INT(rc, -ENOSPC);
+    CHECK_INT(blocks, 3);
+    blockdev_close(dev);
+    dev = NULL;
+    CHECK(image_sound(lb));
+    CHECK(dev_matches(lb, model, size));
+    sh("losetup -d %s; losetup -d %s", da, db);
+    if (!test_failures_) {
+        sh("rm -rf '%s'", dir);
+    }
+    free(err);
+    free(model);
+    free(buf);
+    free(fa);
+    free(fb);
+    free(la);
+    free(lb);
+    free(dir);
+}
+
 /* ---- the real backend ---- */
 
 static bool
