@@ -315,7 +315,7 @@ copy_skips(int f)
 }
 
 /* Inserts the new VM record (with its metrics, VIFs and VBDs) inside
- * txn. */
+ * txn; with a suspend_vdi (a snapshot with memory) it is Suspended. */
 static int
 insert_vm(struct db_txn *txn, const char *src_ref, const char *new_ref,
           const char *name, enum disk_op op, const struct disk_set *ds,
@@ -328,7 +328,7 @@ insert_vm(struct db_txn *txn, const char *src_ref, const char *new_ref,
     struct value **mf;
     struct value *oc;
     char uuid[40], mref[48], muuid[40];
-    const char *power = op == DISK_CHECKPOINT ? "Suspended" : "Halted";
+    const char *power = suspend_vdi ? "Suspended" : "Halted";
     bool template;
     int rc;
 
@@ -425,6 +425,7 @@ vm_copy(struct api_ctx *ctx, const char *ref, const char *name,
     struct db_txn *txn = NULL;
     struct db_row *vm;
     char new_ref[48], memory_vdi[48] = "OpaqueRef:NULL", uuid[40];
+    char src_memory[48] = "OpaqueRef:NULL";
     char *image = NULL;
     const char *const *states;
     bool template = false, snap = op == DISK_SNAPSHOT || op == DISK_CHECKPOINT;
@@ -470,6 +471,15 @@ vm_copy(struct api_ctx *ctx, const char *ref, const char *name,
     vm = db_lookup(x->db, CLS_VM, ref);
     if (vm) {
         disk_set_read(x->db, vm, ignore, &ds);
+        /* A snapshot of a suspended VM keeps its memory too, as a
+         * checkpoint does. */
+        if (op == DISK_SNAPSHOT
+            && !strcmp(vm->fields[F_VM_power_state]->u.str.s, "Suspended")
+            && db_lookup(x->db, CLS_VDI,
+                         vm->fields[F_VM_suspend_VDI]->u.str.s)) {
+            snprintf(src_memory, sizeof src_memory, "%s",
+                     vm->fields[F_VM_suspend_VDI]->u.str.s);
+        }
     }
     db_read_unlock(x->db);
     if (!vm) {
@@ -498,6 +508,11 @@ vm_copy(struct api_ctx *ctx, const char *ref, const char *name,
         snprintf(memory_vdi, sizeof memory_vdi, "OpaqueRef:NULL");
         goto out;
     }
+    if (!is_null_ref(src_memory)
+        && storage_vdi_clone(ctx, src_memory, memory_vdi)) {
+        snprintf(memory_vdi, sizeof memory_vdi, "OpaqueRef:NULL");
+        goto out;
+    }
     db_new_ref(new_ref);
     txn = db_begin(x->db);
     if (!db_lookup(x->db, CLS_VM, ref)) {
@@ -505,7 +520,7 @@ vm_copy(struct api_ctx *ctx, const char *ref, const char *name,
         goto out;
     }
     rc = insert_vm(txn, ref, new_ref, name, op, &ds,
-                   op == DISK_CHECKPOINT ? memory_vdi : NULL);
+                   is_null_ref(memory_vdi) ? NULL : memory_vdi);
     if (rc) {
         api_fail_internal(ctx, "cannot record the new VM: %s", strerror(-rc));
         rc = -1;

@@ -397,6 +397,25 @@ try:
         assert sv not in vdis()
         check_data(nbd_read(vm), expected((0, A)), 'disk after resume')
 
+    @tap.test('test_a_snapshot_of_a_suspended_vm_keeps_its_memory')
+    def _():
+        c.VM.suspend(s, vm)
+        mem = c.VM.get_suspend_VDI(s, vm)
+        snap = c.VM.snapshot(s, vm, 'vs-suspended-snap', [])
+        rec = c.VM.get_record(s, snap)
+        assert rec['power_state'] == 'Suspended', rec['power_state']
+        assert rec['suspend_VDI'] not in (NULL, mem), rec['suspend_VDI']
+        assert c.VM.get_suspend_VDI(s, vm) == mem
+        c.VM.resume(s, vm, False, False)
+        c.VM.hard_shutdown(s, vm)
+        c.VM.revert(s, snap)
+        assert c.VM.get_power_state(s, vm) == 'Suspended'
+        c.VM.resume(s, vm, False, False)
+        check_data(nbd_read(vm), expected((0, A)), 'after the suspended snapshot')
+        smem = c.VM.get_suspend_VDI(s, snap)
+        c.VM.destroy(s, snap)
+        assert smem not in vdis()
+
     @tap.test('test_suspend_follows_pool_suspend_image_SR_and_hard_shutdown_drops_it')
     def _():
         c.pool.set_suspend_image_SR(s, pool, sr)
