@@ -105,9 +105,10 @@ def nbd_read(vm):
 
 
 def vdi_file(vdi):
-    """The VHD file of a VDI in the default (file) SR."""
+    """The VHD file of a VDI in the default (file) SR or in one of the
+    test's sim SRs (directories in the daemon's temporary directory)."""
     uuid = c.VDI.get_uuid(s, vdi)
-    for root, _dirs, files in os.walk(os.path.join(d.state_dir, 'sr')):
+    for root, _dirs, files in os.walk(d.tmp):
         if uuid + '.vhd' in files:
             return os.path.join(root, uuid + '.vhd')
     raise AssertionError('no VHD file for VDI %s' % uuid)
@@ -609,6 +610,20 @@ try:
             c.VM.hard_shutdown(s, vm)
         finally:
             c.pool.set_suspend_image_SR(s, pool, sr)
+
+    @tap.test('test_copy_to_another_sr_puts_every_disk_there')
+    def _():
+        other = sim_sr('sim-other', {})
+        cp = c.VM.copy(s, vm, 'vs-copy-other', other)
+        dv = disk_of(cp)
+        assert c.VDI.get_SR(s, dv) == other
+        assert chain_length(dv) == 1
+        check_data(disk_data(dv), expected((0, A)), 'copy on another SR')
+        c.VM.start(s, cp, False, False)
+        check_data(nbd_read(cp), expected((0, A)), 'copy served from there')
+        c.VM.hard_shutdown(s, cp)
+        c.VM.destroy(s, cp)
+        c.VDI.destroy(s, dv)
 
     @tap.test('test_failing_disk_operations_leave_no_vdi_or_vm_behind')
     def _():
