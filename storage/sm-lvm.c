@@ -232,8 +232,19 @@ real_vg_create(struct vg *vg, const char *tag, bool force, char **ret_err)
                          NULL };
     const char *vgc[] = { "vgcreate", "-s", "4m", "--addtag", tag, vg->name,
                           vg->device, NULL };
-    int rc = lvm_cmd(pv, NULL, ret_err);
+    char *old = NULL;
+    int rc = 0;
 
+    /* A forced create replaces the group the device holds: removed first,
+     * so that lvm2 is not left with a group missing its volume. */
+    if (force && !real_device_vg(vg, &old, NULL) && old) {
+        const char *vgr[] = { "vgremove", "-f", old, NULL };
+        rc = lvm_cmd(vgr, NULL, ret_err);
+    }
+    free(old);
+    if (!rc) {
+        rc = lvm_cmd(pv, NULL, ret_err);
+    }
     return rc ? rc : lvm_cmd(vgc, NULL, ret_err);
 }
 
