@@ -550,7 +550,9 @@ try:
         v = new_vdi(sr, 64 * MiB, 'hotplug')
         vbd = c.VBD.create(s, full_record(
             model, 'VBD', VM=vm, VDI=v, userdevice='5', mode='RW',
-            type='Disk', empty=False, bootable=False, unpluggable=True))
+            type='Disk', empty=False, bootable=False, unpluggable=True,
+            qos_algorithm_type='ratelimit',
+            qos_algorithm_params={'iops': '200', 'kbps': '4096'}))
         try:
             c.VBD.plug(s, vbd)
         except XenAPIError as e:
@@ -563,6 +565,11 @@ try:
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
         assert int(r.stdout.strip()) == 64 * MiB, r.stdout
+        with open(sock[:-len('.sock')] + '.pid') as f:
+            pid = int(f.read().split()[0])
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            argv = f.read().split(b'\0')
+        assert b'--iops=200' in argv and b'--kbps=4096' in argv, argv
         expect_error(lambda: c.VDI.destroy(s, v), 'VDI_IN_USE', [v, 'destroy'])
         expect_error(lambda: c.PBD.unplug(s, c.SR.get_PBDs(s, sr)[0]),
                      'VDI_IN_USE', [v, 'unplug'])
