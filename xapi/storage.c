@@ -55,7 +55,6 @@ struct sr_att {
      * so a scan never sees a VDI the database does not have yet. */
     pthread_mutex_t lock;
     int users;                  /* holders of a pointer (st.mu) */
-    bool gc_wanted;
 };
 
 /* A running block server: the data path of one plugged VBD. */
@@ -1827,7 +1826,8 @@ static int
 copy_data(struct api_ctx *ctx, struct blockdev *src, struct blockdev *base,
           struct blockdev *dst, uint64_t size, bool fresh)
 {
-    unsigned char *buf = xmalloc(COPY_CHUNK), *bbuf = base ? xmalloc(COPY_CHUNK) : NULL;
+    unsigned char *buf = xmalloc(COPY_CHUNK);
+    unsigned char *bbuf = base ? xmalloc(COPY_CHUNK) : NULL;
     int rc = 0;
 
     for (uint64_t off = 0; off < size; off += COPY_CHUNK) {
@@ -2079,6 +2079,22 @@ blk_path(struct xapi *x, const char *vbd_uuid, const char *suffix)
     return xasprintf("%s/tapdisk/%s.%s", x->state_dir, vbd_uuid, suffix);
 }
 
+/* What a block server serves on; for one adopted after a restart, the
+ * address tapdisk_uri() gave it (its socket is where the table puts it). */
+static char *
+blk_uri(struct xapi *x, const struct blk *b)
+{
+    char *sock, *uri;
+
+    if (b->td) {
+        return xstrdup(tapdisk_uri(b->td));
+    }
+    sock = blk_path(x, b->vbd_uuid, "sock");
+    uri = xasprintf("nbd+unix:///?socket=%s", sock);
+    free(sock);
+    return uri;
+}
+
 static void
 blk_free(struct blk *b)
 {
@@ -2153,11 +2169,10 @@ storage_vbd_target(struct xapi *x, const char *vbd_ref)
 {
     char *target = NULL;
 
-    (void) x;
     pthread_mutex_lock(&st.blk_mu);
     for (struct blk *b = st.blks; b; b = b->next) {
         if (!strcmp(b->vbd_ref, vbd_ref)) {
-            target = b->td ? xstrdup(tapdisk_uri(b->td)) : NULL;
+            target = blk_uri(x, b);
             break;
         }
     }
@@ -2245,7 +2260,7 @@ storage_vbd_attach_vdi(struct xapi *x, const char *vbd_ref,
     }
     if (b) {
         /* Attached already (a repeated plug): the same server. */
-        *ret_target = xstrdup(b->td ? tapdisk_uri(b->td) : "");
+        *ret_target = blk_uri(x, b);
         *ret_format = xstrdup("nbd");
         pthread_mutex_unlock(&st.blk_mu);
         free(location);
@@ -3302,18 +3317,18 @@ api_sr_create(struct api_ctx *ctx, struct value **args, struct value **ret)
 static int
 api_sr_make(struct api_ctx *ctx, struct value **args, struct value **ret)
 {
+    struct db_row *sr;
     char ref[48];
-    int rc;
 
+    /* The deprecated form of SR.create: the same, answering the uuid. */
     if (sr_create(ctx, args, false, args[8], ref)) {
         return -1;
     }
     db_read_lock(ctx->x->db);
-    struct db_row *sr = db_lookup(ctx->x->db, CLS_SR, ref);
+    sr = db_lookup(ctx->x->db, CLS_SR, ref);
     *ret = value_string(sr ? fstr(sr, F_SR_uuid) : "");
-    rc = 0;
     db_read_unlock(ctx->x->db);
-    return rc;
+    return 0;
 }
 
 static int
