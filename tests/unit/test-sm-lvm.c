@@ -1365,6 +1365,18 @@ TEST(test_real_lvm_commands_without_device_mapper)
         }
         drv->detach(s);
     }
+    /* Forced: the old group goes (vgremove), a new one is made. */
+    {
+        char sr2[37];
+        struct sm_kv fkv[3] = { kv[0], kv[1], { "force", "true" } };
+        struct sm_map fdc = { fkv, 3 };
+
+        uuid_generate(sr2);
+        CHECK(!drv->create(dir, sr2, &fdc, 0, &err));
+        CHECK(sh("vgs VG_XenStorage-%s >/dev/null 2>&1", sr));
+        CHECK(!sh("vgs VG_XenStorage-%s >/dev/null 2>&1", sr2));
+        snprintf(sr, sizeof sr, "%s", sr2);
+    }
     CHECK(!drv->destroy(dir, sr, &dc, &err));
     CHECK(sh("vgs VG_XenStorage-%s >/dev/null 2>&1", sr));
     sh("losetup -d '%s'", loop);

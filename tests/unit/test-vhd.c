@@ -1232,3 +1232,54 @@ TEST(test_second_writer_is_refused)
     free(img);
     remove_dir(dir);
 }
+
+/* An image whose footer sits past its data (one made in a logical volume,
+ * or a file with room a crash leaked) fills that room before the file
+ * grows, and reads back the same; opened as a container it never grows. */
+TEST(test_room_below_the_footer_is_used_before_the_file_grows)
+{
+    char *dir = test_dir("room");
+    char *img = xasprintf("%s/r.vhd", dir);
+    struct vhd_create_opts opts = { .virtual_size = 16 * MiB,
+                                    .container = true };
+    uint8_t *buf = xmalloc(2 * MiB), *model = xcalloc(1, 16 * MiB);
+    struct vhd *v = NULL;
+    struct stat st;
+    char *err = NULL;
+
+    CHECK(!sh("truncate -s 5M '%s'", img));
+    CHECK(!vhd_create(img, &opts, &err));
+    v = open_or_die(img, false, false);
+    /* 5 MiB hold the metadata and two 2 MiB blocks. */
+    for (int i = 0; i < 2; i++) {
+        memset(buf, 0x21 + i, 2 * MiB);
+        memset(model + i * 4 * MiB, 0x21 + i, 2 * MiB);
+        CHECK(!vhd_write(v, buf, (uint64_t) i * 4 * MiB, 2 * MiB));
+    }
+    CHECK(!vhd_flush(v));
+    CHECK(!stat(img, &st) && (uint64_t) st.st_size == 5 * MiB);
+    /* The third grows the file, as for any image. */
+    memset(buf, 0x23, 2 * MiB);
+    memset(model + 8 * MiB, 0x23, 2 * MiB);
+    CHECK(!vhd_write(v, buf, 8 * MiB, 2 * MiB));
+    vhd_close(v);
+    CHECK(!stat(img, &st) && (uint64_t) st.st_size > 5 * MiB);
+    CHECK(!vhd_check(img, true, &err));
+    v = open_or_die(img, false, true);
+    CHECK(view_matches(v, model, 16 * MiB, "image with room"));
+    vhd_close(v);
+    if (have_qemu()) {
+        CHECK(qemu_matches(img, model, 16 * MiB));
+    }
+    /* As a container, the full file refuses a new block. */
+    CHECK(!vhd_open_ex(img, VHD_OPEN_CONTAINER, &v, &err));
+    if (v) {
+        CHECK_INT(vhd_write(v, buf, 12 * MiB, 2 * MiB), -ENOSPC);
+        vhd_close(v);
+    }
+    free(err);
+    free(buf);
+    free(model);
+    free(img);
+    remove_dir(dir);
+}
