@@ -41,11 +41,15 @@
  * JC_<leaf>_<base>_<new>          snapshot or clone in progress
  * JL_<leaf>_<base>                leaf coalesce: base replaces leaf
  * JB_<base>_<parent>              base merged into its parent: its
- *                                 children move to the parent */
+ *                                 children move to the parent
+ * JD_<uuid>_<size>, JT_<uuid>_<size>  data destroy: VDI <uuid> becomes
+ *                                 an empty thin (JD) or thick (JT) image */
 #define J_INFLATE "JI_"
 #define J_CLONE "JC_"
 #define J_LEAF "JL_"
 #define J_BASE "JB_"
+#define J_DATA_THIN "JD_"
+#define J_DATA_THICK "JT_"
 /* Tags: on a leaf volume, its allocation; on the volume group, the SR's
  * default. */
 #define TAG_THICK "lvhd_thick"
@@ -1630,6 +1634,8 @@ recover_inflate(struct sm_sr *sr, const char *journal, char **ret_err)
 static int finish_base_merge(struct sm_sr *, const char *c_uuid,
                              const char *p_uuid, const struct sm_gc_hooks *,
                              char **ret_err);
+static int finish_data_destroy(struct sm_sr *, const char *journal,
+                               char **ret_err);
 
 /* Finishes or undoes what a crash interrupted: inflates first (they may
  * be part of the others), then clones, leaf coalesces and base merges;
@@ -1638,7 +1644,8 @@ static int
 recover(struct sm_sr *sr, char **ret_err)
 {
     static const char *const order[] = { J_INFLATE, J_CLONE, J_LEAF,
-                                         J_BASE, LV_NEW };
+                                         J_BASE, J_DATA_THIN, J_DATA_THICK,
+                                         LV_NEW };
     int rc = 0;
 
     for (size_t k = 0; !rc && k < ARRAY_SIZE(order); k++) {
@@ -1664,6 +1671,8 @@ recover(struct sm_sr *sr, char **ret_err)
                 rc = journal_fields(name, J_BASE, u, 2, NULL)
                      ? finish_base_merge(sr, u[0], u[1], NULL, ret_err)
                      : lv_remove(sr, name, ret_err);
+            } else if (k == 4 || k == 5) {
+                rc = finish_data_destroy(sr, name, ret_err);
             } else {
                 rc = lv_remove(sr, name, ret_err);
             }
@@ -2240,6 +2249,76 @@ out:
     return rc;
 }
 
+/* The second half of data destroy, which recovery repeats until it is
+ * done: whatever the volume holds (the old image, or an empty one a crash
+ * left before the journal went) is replaced by an empty image of the
+ * recorded size.  Repeating it is harmless: the result is the same. */
+static int
+finish_data_destroy(struct sm_sr *sr, const char *journal, char **ret_err)
+{
+    bool thick = str_starts_with(journal, J_DATA_THICK);
+    char u[1][37];
+    char *name = NULL, *tmp = NULL;
+    uint64_t size;
+    int rc = 0;
+
+    if (!journal_fields(journal, thick ? J_DATA_THICK : J_DATA_THIN, u, 1,
+                        &size) || !size) {
+        return lv_remove(sr, journal, ret_err);
+    }
+    name = vhd_lv(u[0]);
+    tmp = xasprintf(LV_NEW "%s", u[0]);
+    if (lv_exists(sr, tmp)) {
+        rc = lv_remove(sr, tmp, ret_err);
+    }
+    if (!rc && lv_exists(sr, name)) {
+        rc = lv_remove(sr, name, ret_err);
+    }
+    if (!rc) {
+        crash_point("data-destroy-removed");
+        rc = image_create(sr, u[0], size, NULL, thick, thick, ret_err);
+    }
+    if (!rc) {
+        crash_point("data-destroy-created");
+        rc = lv_remove(sr, journal, ret_err);
+    }
+    free(name);
+    free(tmp);
+    return rc;
+}
+
+/* VDI.data_destroy: the VDI keeps its uuid, size and allocation but its
+ * image becomes an empty dynamic disk; the chain it stood on is left to
+ * the GC.  Journal first (the old volume goes before the new image is
+ * made), so that a crash in between is finished by recovery. */
+static int
+sr_vdi_data_destroy(struct sm_sr *sr, const char *location, char **ret_err)
+{
+    struct image img;
+    char *journal = NULL;
+    int rc = leaf_read(sr, location, &img, ret_err);
+
+    if (rc) {
+        return rc;
+    }
+    if (is_attached(sr, location, NULL)) {
+        rc = fail(ret_err, -EBUSY, "VDI %s is attached", location);
+        goto out;
+    }
+    journal = xasprintf("%s%s_%" PRIu64, img.thick ? J_DATA_THICK
+                                                   : J_DATA_THIN,
+                        location, img.virtual_size);
+    rc = journal_add(sr, journal, ret_err);
+    if (!rc) {
+        crash_point("data-destroy-journal");
+        rc = finish_data_destroy(sr, journal, ret_err);
+    }
+out:
+    image_clear(&img);
+    free(journal);
+    return rc;
+}
+
 static int
 sr_vdi_attach(struct sm_sr *sr, const char *location, bool read_write,
               struct sm_attach *ret, char **ret_err)
@@ -2760,7 +2839,7 @@ const struct sm_driver sm_lvm_driver = {
     .vdi_snapshot = sr_vdi_snapshot,
     .vdi_clone = sr_vdi_clone,
     .vdi_resize = sr_vdi_resize,
-    .vdi_data_destroy = NULL,
+    .vdi_data_destroy = sr_vdi_data_destroy,
     .vdi_attach = sr_vdi_attach,
     .vdi_detach = sr_vdi_detach,
     .gc_step = sr_gc_step,

@@ -806,6 +806,39 @@ TEST(test_resize_past_the_reserved_bat_moves_blocks_in_the_volume)
     fixture_done(&f);
 }
 
+TEST(test_data_destroy_leaves_an_empty_vdi_and_garbage)
+{
+    const uint64_t size = 16 * MiB;
+    struct fixture f;
+    char a[37], s1[37], *pa = NULL, *ps = NULL, *err = NULL;
+    uint8_t *model = xcalloc(1, size), *zero = xcalloc(1, size);
+
+    CHECK(fixture_setup(&f, "data-destroy", 4096 * MiB, "thin"));
+    CHECK(!vdi_create(&f, a, size, NULL));
+    CHECK(!vdi_attach(&f, a, true, &pa));
+    CHECK(!dev_write(pa, 0, 4 * MiB, 0x3c, model));
+    CHECK_INT(drv->vdi_data_destroy(f.sr, a, &err), -EBUSY);
+    drv->vdi_detach(f.sr, a);
+    CHECK(!vdi_copy(&f, a, s1, false));
+    CHECK(!drv->vdi_data_destroy(f.sr, s1, &err));
+    CHECK_INT(chain_len(&f, s1), 1);
+    CHECK(!vdi_attach(&f, s1, false, &ps));
+    CHECK(dev_matches(ps, zero, size));
+    drv->vdi_detach(f.sr, s1);
+    /* A still reads its data; the base has one child left: merged. */
+    CHECK(dev_matches(pa, model, size));
+    CHECK(gc_all(&f, NULL) > 1);
+    CHECK_INT(chain_len(&f, a), 1);
+    CHECK_INT(n_lvs(&f, "VHD-"), 2);
+    CHECK(dev_matches(pa, model, size));
+    free(pa);
+    free(ps);
+    free(err);
+    free(model);
+    free(zero);
+    fixture_done(&f);
+}
+
 TEST(test_chain_length_is_limited)
 {
     struct fixture f;
@@ -996,6 +1029,16 @@ crash_op_gc_base(struct fixture *f)
 }
 
 static int
+crash_op_data_destroy(struct fixture *f)
+{
+    char *err = NULL;
+    int rc = drv->vdi_data_destroy(f->sr, crash_a, &err);
+
+    free(err);
+    return rc;
+}
+
+static int
 crash_op_detach(struct fixture *f)
 {
     char *path = NULL;
@@ -1045,6 +1088,10 @@ TEST(test_crash_at_any_step_recovers_on_attach)
         { "lvm-gc-base-journal", crash_op_gc_base, true },
         { "lvm-gc-base-reparented", crash_op_gc_base, true },
         { "lvm-gc-base-removed", crash_op_gc_base, true },
+        { "lvm-data-destroy-journal", crash_op_data_destroy, false },
+        { "lvm-data-destroy-removed", crash_op_data_destroy, false },
+        { "lvm-create-written", crash_op_data_destroy, false },
+        { "lvm-data-destroy-created", crash_op_data_destroy, false },
     };
     const uint64_t size = 16 * MiB;
     uint8_t *model = xcalloc(1, size);
@@ -1120,6 +1167,11 @@ TEST(test_crash_at_any_step_recovers_on_attach)
                         cases[i].at, n);
                 test_failures_++;
             }
+        }
+        if (cases[i].op == crash_op_data_destroy) {
+            /* Every crash point lies after the journal: recovery
+             * finishes the destroy. */
+            memset(model, 0, size);
         }
         CHECK(!vdi_attach(&f, crash_a, true, &pa));
         if (!dev_matches(pa, model, size)) {
