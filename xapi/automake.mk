@@ -12,7 +12,7 @@ xapi_libxapi_a_SOURCES = \
 	xapi/handlers.c xapi/firstboot.c xapi/vm.c xapi/task.c \
 	xapi/events.c xapi/rbac.c xapi/audit.c xapi/lifecycle.c \
 	xapi/templates.c xapi/host.c xapi/vm-ops.c xapi/console.c \
-	xapi/storage.h xapi/storage.c xapi/vm-snapshot.c xapi/vdi-io.c xapi/xva.c xapi/import-export.h
+	xapi/storage.h xapi/storage.c xapi/vm-snapshot.c xapi/vdi-io.c xapi/xva.c xapi/import-export.h xapi/lifecycle.h
 nodist_xapi_libxapi_a_SOURCES = xapi/schema-gen.c xapi/schema-gen.h
 xapi_libxapi_a_CPPFLAGS = $(AM_CPPFLAGS) -I$(srcdir)/xapi -I$(builddir)/xapi \
 	-I$(srcdir)/storage $(OPENSSL_CFLAGS) $(SQLITE_CFLAGS)
