@@ -1,0 +1,1 @@
+# cli/ — xe, the command-line client (to be written).

@@ -1,0 +1,1 @@
+# sdk/c/ — the C SDK (to be written).
