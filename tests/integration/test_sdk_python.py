@@ -509,7 +509,7 @@ try:
         finally:
             fake.close()
 
-    @tap.test('test_fake_unix_server_extra_header_nil_and_keep_alive')
+    @tap.test('test_fake_unix_server_extra_header_and_nil')
     def _():
         path = os.path.join(tmp, 'fake.sock')
         fake = FakeServer(unix_path=path)
@@ -539,6 +539,15 @@ try:
         s = login(HTTPS, ignore_ssl=True)
         assert sorted(s.xenapi.VM.get_all()) == sorted(X.VM.get_all())
         s.xenapi.logout()
+
+    @tap.test('test_urls_without_a_path')
+    def _():
+        for url, kw in (('http://127.0.0.1:%d' % d.http_port, {}),
+                        ('https://127.0.0.1:%d' % d.https_port,
+                         {'ignore_ssl': True})):
+            s = login(url, **kw)
+            assert s.xenapi.host.get_uuid(host) == d.host_uuid, url
+            s.xenapi.logout()
 
     @tap.test('test_https_verifies_the_certificate_by_default')
     def _():
