@@ -294,6 +294,40 @@ try:
         r2 = getattr(X.event, 'from')(['vm'], r['token'], 0.0)
         assert r2['events'] == [], r2
 
+    @tap.test('test_a_xenserver_style_runbook')
+    def _():
+        # the idioms of XenServer's SDK guide, unchanged
+        session = XenAPI.Session(d.url)
+        session.xenapi.login_with_password('root', d.password, '2.21',
+                                           'runbook')
+        try:
+            templates = [r for r in session.xenapi.VM.get_all()
+                         if session.xenapi.VM.get_is_a_template(r)]
+            template = [t for t in templates if session.xenapi.VM.
+                        get_name_label(t) == 'Debian Bookworm 12'][0]
+            vm = session.xenapi.VM.clone(template, 'runbook-vm')
+            session.xenapi.VM.provision(vm)
+            session.xenapi.VM.set_is_a_template(vm, False)
+            session.xenapi.VM.start(vm, False, True)
+            record = session.xenapi.VM.get_record(vm)
+            assert record['power_state'] == 'Running', record
+            snap = session.xenapi.VM.snapshot(vm, 'runbook-snap')
+            assert session.xenapi.VM.get_is_a_snapshot(snap)
+            where = session.xenapi.VM.get_all_records_where(
+                'field "uuid" = "%s" and field "is_a_template" = "false"'
+                % record['uuid'])
+            assert list(where) == [vm], where
+            session.xenapi.event.register(['vm'])
+            session.xenapi.VM.clean_shutdown(vm)
+            events = session.xenapi.event.next()
+            assert any(e['ref'] == vm and e['class'] == 'vm'
+                       for e in events), events
+            session.xenapi.event.unregister(['vm'])
+            session.xenapi.VM.destroy(snap)
+            session.xenapi.VM.destroy(vm)
+        finally:
+            session.xenapi.session.logout()
+
     # ---- failures ----
 
     @tap.test('test_failure_details_for_an_invalid_handle')
