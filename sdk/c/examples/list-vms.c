@@ -4,6 +4,7 @@
  * Usage: list-vms URL|SOCKET USER PASSWORD
  * (URL such as http://host/ or https://host/; SOCKET the path of the
  * toolstack's Unix socket). */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 

@@ -3,6 +3,7 @@
  * shuts the VM down cleanly and prints the state again.
  *
  * Usage: start-vm URL|SOCKET USER PASSWORD VM-NAME-OR-UUID */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

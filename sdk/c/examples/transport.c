@@ -3,6 +3,7 @@
  * One curl handle per transport, so the connection is kept alive across
  * calls, as XenAPI clients should.  The response is handed to the SDK
  * piece by piece as curl receives it: the SDK collects and decodes it. */
+#define _POSIX_C_SOURCE 200809L
 #include "transport.h"
 
 #include <stdio.h>

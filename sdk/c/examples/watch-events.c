@@ -5,6 +5,7 @@
  *
  * Usage: watch-events URL|SOCKET USER PASSWORD [SECONDS [CLASS...]]
  * (watches for SECONDS, default 10; classes default to every class, "*"). */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
