@@ -124,5 +124,8 @@ sdk-c-uninstall:
 		$(DESTDIR)$(libdir)/libxenserver.a \
 		$(DESTDIR)$(libdir)/pkgconfig/xenserver.pc
 
+# Only generated headers: in a build in the source tree, xen_common.h
+# sits among them.
 sdk-c-clean:
-	test "$(srcdir)" = . || rm -rf sdk/c/include
+	-test ! -d sdk/c/include || \
+		find sdk/c/include -name '*.h' ! -name xen_common.h -exec rm -f {} +
