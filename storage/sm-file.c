@@ -13,16 +13,15 @@
 #include <config.h>
 
 #include "sm.h"
+#include "sm-int.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -54,22 +53,6 @@ struct sm_sr {
 };
 
 /* ---- small helpers ---- */
-
-static int PRINTF_FMT(3, 4)
-fail(char **ret_err, int rc, const char *fmt, ...)
-{
-    va_list ap;
-    struct ds ds = DS_EMPTY;
-
-    va_start(ap, fmt);
-    ds_put_vfmt(&ds, fmt, ap);
-    va_end(ap);
-    if (ret_err) {
-        *ret_err = ds_steal(&ds);
-    }
-    ds_destroy(&ds);
-    return rc;
-}
 
 /* Moves a message from a callee into *ret_err. */
 static void
@@ -119,31 +102,6 @@ temp_path(const struct sm_sr *sr, const char *uuid, const char *ext)
     return xasprintf("%s/%s.%s.tmp", sr->dir, uuid, ext);
 }
 
-static int
-mkdir_p(const char *path, mode_t mode)
-{
-    char *copy = xstrdup(path);
-    int rc = 0;
-
-    for (char *p = copy + 1; ; p++) {
-        if (*p == '/' || !*p) {
-            char c = *p;
-
-            *p = '\0';
-            if (mkdir(copy, mode) && errno != EEXIST) {
-                rc = -errno;
-                break;
-            }
-            *p = c;
-            if (!c) {
-                break;
-            }
-        }
-    }
-    free(copy);
-    return rc;
-}
-
 /* The uuid of a "UUID.vhd" or "UUID.raw" name, or false. */
 static bool
 parse_image_name(const char *name, char *ret_uuid, bool *ret_raw)
@@ -173,8 +131,8 @@ static int
 check_location(const char *location, char **ret_err)
 {
     if (!location || !uuid_is_valid(location)) {
-        return fail(ret_err, -ENOENT, "no VDI at location \"%s\"",
-                    location ? location : "");
+        return sm_fail(ret_err, -ENOENT, "no VDI at location \"%s\"",
+                       location ? location : "");
     }
     return 0;
 }
@@ -224,6 +182,15 @@ marker_write(const char *dir, const char *uuid)
     return rc;
 }
 
+/* Whether dir holds the SR sr_uuid (its marker names it). */
+static bool
+marker_is(const char *dir, const char *sr_uuid)
+{
+    char found[37];
+
+    return !marker_read(dir, found) && !strcmp(found, sr_uuid);
+}
+
 /* A journal holds one line: an operation name and three uuids (the last
  * may be "-"). */
 struct journal {
@@ -231,18 +198,33 @@ struct journal {
     char a[37], b[37], c[37];
 };
 
+/* Records the intent "op a b c" (c may be NULL) durably in the journal
+ * called name, and fills *ret_j with it (even on failure) for the
+ * rollback or recovery that may follow. */
 static int
-journal_write(const struct sm_sr *sr, const char *name,
-              const struct journal *j)
+journal_write(const struct sm_sr *sr, const char *name, const char *op,
+              const char *a, const char *b, const char *c,
+              struct journal *ret_j, char **ret_err)
 {
     char *path = xasprintf("%s/%s", sr->dir, name);
-    char *line = xasprintf("%s %s %s %s\n", j->op, j->a, j->b,
-                           j->c[0] ? j->c : "-");
+    char *line = NULL;
     int rc;
 
+    memset(ret_j, 0, sizeof *ret_j);
+    snprintf(ret_j->op, sizeof ret_j->op, "%s", op);
+    memcpy(ret_j->a, a, 37);
+    memcpy(ret_j->b, b, 37);
+    if (c) {
+        memcpy(ret_j->c, c, 37);
+    }
+    line = xasprintf("%s %s %s %s\n", op, a, b, c ? c : "-");
     rc = write_file_atomic(path, line, strlen(line), 0600);
     if (!rc) {
         rc = fsync_dir(sr->dir);
+    }
+    if (rc) {
+        sm_fail(ret_err, rc, "%s: cannot write the journal: %s", sr->dir,
+                strerror(-rc));
     }
     free(line);
     free(path);
@@ -298,6 +280,27 @@ journal_remove(const struct sm_sr *sr, const char *name)
     return rc;
 }
 
+/* Renames from to to (or, with link_only, gives from the second name to)
+ * and makes the change durable: every step of a multi-step operation
+ * must be on disk before the next one relies on it. */
+static int
+name_durably(const struct sm_sr *sr, const char *from, const char *to,
+             bool link_only, char **ret_err)
+{
+    int rc;
+
+    if (link_only ? link(from, to) : rename(from, to)) {
+        rc = -errno;
+    } else {
+        rc = fsync_dir(sr->dir);
+    }
+    if (rc) {
+        sm_fail(ret_err, rc, "%s: %s: %s", link_only ? to : from,
+                link_only ? "link" : "rename", strerror(-rc));
+    }
+    return rc;
+}
+
 /* ---- images ---- */
 
 /* What the SR directory holds about one image file. */
@@ -331,7 +334,7 @@ image_read(const struct sm_sr *sr, const char *uuid, bool raw,
     img.raw = raw;
     img.parent = -1;
     if (stat(path, &st)) {
-        rc = fail(ret_err, -errno, "%s: %s", path, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", path, strerror(errno));
         goto out;
     }
     img.allocated = (uint64_t) st.st_blocks * 512;
@@ -344,7 +347,7 @@ image_read(const struct sm_sr *sr, const char *uuid, bool raw,
         }
         rc = vhd_get_info(v, &info);
         if (rc) {
-            rc = fail(ret_err, rc, "%s: cannot read its header", path);
+            rc = sm_fail(ret_err, rc, "%s: cannot read its header", path);
             goto out;
         }
         img.hidden = info.hidden;
@@ -408,7 +411,7 @@ catalog_load(const struct sm_sr *sr, struct catalog *ret, char **ret_err)
 
     d = opendir(sr->dir);
     if (!d) {
-        rc = fail(ret_err, -errno, "%s: %s", sr->dir, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", sr->dir, strerror(errno));
         goto out;
     }
     while ((de = readdir(d))) {
@@ -473,8 +476,8 @@ set_hidden(const char *path, bool hidden, char **ret_err)
     }
     rc = vhd_set_hidden(v, hidden);
     if (rc) {
-        fail(ret_err, rc, "%s: cannot set the hidden flag: %s", path,
-             strerror(-rc));
+        sm_fail(ret_err, rc, "%s: cannot set the hidden flag: %s", path,
+                strerror(-rc));
     }
     vhd_close(v);
     return rc;
@@ -499,7 +502,7 @@ chain_length_of(const char *leaf, int *ret_len, char **ret_err)
         rc = vhd_get_info(v, &info);
         if (!rc && info.type == VHD_TYPE_DIFF) {
             if (len >= VHD_MAX_CHAIN_DEPTH) {
-                rc = fail(ret_err, -ELOOP, "%s: chain too long", leaf);
+                rc = sm_fail(ret_err, -ELOOP, "%s: chain too long", leaf);
             } else {
                 rc = vhd_find_parent(v, &parent, ret_err);
             }
@@ -545,8 +548,8 @@ vdi_info_fill(struct sm_sr *sr, const char *location,
         path = image_path(sr, location, "raw");
         raw = true;
         if (!exists(path)) {
-            rc = fail(ret_err, -ENOENT, "no VDI %s in SR %s", location,
-                      sr->uuid);
+            rc = sm_fail(ret_err, -ENOENT, "no VDI %s in SR %s", location,
+                         sr->uuid);
             goto out;
         }
     }
@@ -555,8 +558,8 @@ vdi_info_fill(struct sm_sr *sr, const char *location,
         goto out;
     }
     if (img.hidden) {
-        rc = fail(ret_err, -ENOENT, "%s is a snapshot base, not a VDI",
-                  location);
+        rc = sm_fail(ret_err, -ENOENT, "%s is a snapshot base, not a VDI",
+                     location);
         goto out;
     }
     memcpy(info.uuid, location, 37);
@@ -600,23 +603,23 @@ recover_snapshot(struct sm_sr *sr, const struct journal *j, char **ret_err)
     /* Every step here is idempotent and the journal goes last, so a crash
      * during recovery is recovered the same way. */
     if (unlink(x_tmp) && errno != ENOENT) {
-        rc = fail(ret_err, -errno, "%s: %s", x_tmp, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", x_tmp, strerror(errno));
         goto out;
     }
     if ((unlink(n_tmp) && errno != ENOENT) || (unlink(n) && errno != ENOENT)) {
-        rc = fail(ret_err, -errno, "%s: %s", n, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", n, strerror(errno));
         goto out;
     }
     sm_crash_point("recover-snapshot-cleaned");
     if (!stat(b, &st_b)) {
         if (stat(x, &st_x)) {
-            rc = fail(ret_err, -errno, "%s: %s", x, strerror(errno));
+            rc = sm_fail(ret_err, -errno, "%s: %s", x, strerror(errno));
             goto out;
         }
         if (st_x.st_ino == st_b.st_ino && st_x.st_dev == st_b.st_dev) {
             /* Not committed: B is only a second name of X. */
             if (unlink(b)) {
-                rc = fail(ret_err, -errno, "%s: %s", b, strerror(errno));
+                rc = sm_fail(ret_err, -errno, "%s: %s", b, strerror(errno));
                 goto out;
             }
         } else {
@@ -628,7 +631,7 @@ recover_snapshot(struct sm_sr *sr, const struct journal *j, char **ret_err)
             }
             sm_crash_point("recover-snapshot-unhidden");
             if (rename(b, x)) {
-                rc = fail(ret_err, -errno, "%s: %s", b, strerror(errno));
+                rc = sm_fail(ret_err, -errno, "%s: %s", b, strerror(errno));
                 goto out;
             }
             sm_crash_point("recover-snapshot-renamed");
@@ -636,7 +639,7 @@ recover_snapshot(struct sm_sr *sr, const struct journal *j, char **ret_err)
     }
     rc = fsync_dir(sr->dir);
     if (rc) {
-        fail(ret_err, rc, "%s: fsync: %s", sr->dir, strerror(-rc));
+        sm_fail(ret_err, rc, "%s: fsync: %s", sr->dir, strerror(-rc));
         goto out;
     }
     rc = journal_remove(sr, OP_JOURNAL);
@@ -676,8 +679,8 @@ recover_gc(struct sm_sr *sr, const struct journal *j,
             }
         }
     } else {
-        rc = fail(ret_err, -EINVAL, "%s: unknown journal \"%s\"", sr->dir,
-                  j->op);
+        rc = sm_fail(ret_err, -EINVAL, "%s: unknown journal \"%s\"", sr->dir,
+                     j->op);
         goto out;
     }
     rc = journal_remove(sr, GC_JOURNAL);
@@ -707,7 +710,7 @@ sr_recover(struct sm_sr *sr, char **ret_err)
 
     rc = journal_read(sr, OP_JOURNAL, &j);
     if (rc < 0) {
-        rc = fail(ret_err, rc, "%s/" OP_JOURNAL ": unreadable", sr->dir);
+        rc = sm_fail(ret_err, rc, "%s/" OP_JOURNAL ": unreadable", sr->dir);
         goto out;
     } else if (rc) {
         LOG_INFO("SR %s: rolling back an interrupted %s of %s", sr->uuid,
@@ -719,7 +722,7 @@ sr_recover(struct sm_sr *sr, char **ret_err)
     }
     rc = journal_read(sr, GC_JOURNAL, &j);
     if (rc < 0) {
-        rc = fail(ret_err, rc, "%s/" GC_JOURNAL ": unreadable", sr->dir);
+        rc = sm_fail(ret_err, rc, "%s/" GC_JOURNAL ": unreadable", sr->dir);
         goto out;
     } else if (rc) {
         char *err = NULL;
@@ -738,7 +741,7 @@ sr_recover(struct sm_sr *sr, char **ret_err)
     }
     d = opendir(sr->dir);
     if (!d) {
-        rc = fail(ret_err, -errno, "%s: %s", sr->dir, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", sr->dir, strerror(errno));
         goto out;
     }
     while ((de = readdir(d))) {
@@ -775,16 +778,14 @@ sr_open(enum sm_file_kind kind, const char *sr_uuid, const char *dir,
         char *mount_point, struct sm_sr **ret_sr, char **ret_err)
 {
     struct sm_sr *sr = xcalloc(1, sizeof *sr);
-    char found[37];
     int rc;
 
     sr->kind = kind;
     memcpy(sr->uuid, sr_uuid, 37);
     sr->dir = xstrdup(dir);
     sr->mount_point = mount_point;
-    rc = marker_read(dir, found);
-    if (rc || strcmp(found, sr_uuid)) {
-        rc = fail(ret_err, -ENOENT, "no SR %s in %s", sr_uuid, dir);
+    if (!marker_is(dir, sr_uuid)) {
+        rc = sm_fail(ret_err, -ENOENT, "no SR %s in %s", sr_uuid, dir);
         sr->mount_point = NULL;
         goto out;
     }
@@ -809,17 +810,17 @@ sr_format(const char *dir, const char *sr_uuid,
     char found[37];
     int rc;
 
-    rc = mkdir_p(dir, 0755);
+    rc = sm_mkdir_p(dir, 0755);
     if (rc) {
-        return fail(ret_err, rc, "%s: %s", dir, strerror(-rc));
+        return sm_fail(ret_err, rc, "%s: %s", dir, strerror(-rc));
     }
     if (!marker_read(dir, found) && !(force && !strcmp(force, "true"))) {
-        return fail(ret_err, -EEXIST, "%s already holds SR %s", dir, found);
+        return sm_fail(ret_err, -EEXIST, "%s already holds SR %s", dir, found);
     }
     rc = marker_write(dir, sr_uuid);
     if (rc) {
-        return fail(ret_err, rc, "%s: cannot write the SR marker: %s", dir,
-                    strerror(-rc));
+        return sm_fail(ret_err, rc, "%s: cannot write the SR marker: %s", dir,
+                       strerror(-rc));
     }
     return 0;
 }
@@ -834,7 +835,7 @@ sr_wipe(const char *dir, char **ret_err)
 
     d = opendir(dir);
     if (!d) {
-        return fail(ret_err, -errno, "%s: %s", dir, strerror(errno));
+        return sm_fail(ret_err, -errno, "%s: %s", dir, strerror(errno));
     }
     while ((de = readdir(d))) {
         char uuid[37];
@@ -845,8 +846,8 @@ sr_wipe(const char *dir, char **ret_err)
             || !strcmp(de->d_name, OP_JOURNAL)
             || !strcmp(de->d_name, GC_JOURNAL)) {
             if (unlinkat(dirfd(d), de->d_name, 0) && errno != ENOENT) {
-                rc = fail(ret_err, -errno, "%s/%s: %s", dir, de->d_name,
-                          strerror(errno));
+                rc = sm_fail(ret_err, -errno, "%s/%s: %s", dir, de->d_name,
+                             strerror(errno));
                 goto out;
             }
         }
@@ -856,7 +857,7 @@ sr_wipe(const char *dir, char **ret_err)
         char *marker = xasprintf("%s/" SR_MARKER, dir);
 
         if (unlink(marker) && errno != ENOENT) {
-            rc = fail(ret_err, -errno, "%s: %s", marker, strerror(errno));
+            rc = sm_fail(ret_err, -errno, "%s: %s", marker, strerror(errno));
         }
         free(marker);
     }
@@ -873,13 +874,7 @@ sr_detach(struct sm_sr *sr)
         return;
     }
     if (sr->mount_point) {
-        const char *argv[] = { "umount", sr->mount_point, NULL };
-        char *err = NULL;
-
-        if (sm_run(argv, NULL, &err)) {
-            LOG_WARN("SR %s: %s", sr->uuid, err);
-        }
-        free(err);
+        sm_umount(sr->mount_point);
     }
     sr_free(sr);
 }
@@ -887,16 +882,7 @@ sr_detach(struct sm_sr *sr)
 static int
 sr_stat(struct sm_sr *sr, struct sm_sr_stat *ret_stat, char **ret_err)
 {
-    struct statvfs vfs;
-
-    if (statvfs(sr->dir, &vfs)) {
-        return fail(ret_err, -errno, "%s: %s", sr->dir, strerror(errno));
-    }
-    ret_stat->physical_size = (uint64_t) vfs.f_blocks * vfs.f_frsize;
-    ret_stat->physical_utilisation = (uint64_t) (vfs.f_blocks - vfs.f_bfree)
-                                     * vfs.f_frsize;
-    ret_stat->free_space = (uint64_t) vfs.f_bavail * vfs.f_frsize;
-    return 0;
+    return sm_stat_filesystem(sr->dir, ret_stat, ret_err);
 }
 
 /* Images an operation in progress has made but not published: the
@@ -1007,11 +993,49 @@ check_space(struct sm_sr *sr, uint64_t need, char **ret_err)
         return rc;
     }
     if (st.free_space < need) {
-        return fail(ret_err, -ENOSPC, "SR %s: %llu bytes needed, %llu free",
-                    sr->uuid, (unsigned long long) need,
-                    (unsigned long long) st.free_space);
+        return sm_fail(ret_err, -ENOSPC, "SR %s: %llu bytes needed, %llu free",
+                       sr->uuid, (unsigned long long) need,
+                       (unsigned long long) st.free_space);
     }
     return 0;
+}
+
+/* Writes an empty image of virtual_size at tmp (raw: a sparse file;
+ * otherwise a dynamic VHD whose uuid is vhd_uuid, random if NULL) and
+ * renames it to path, so that a crash never leaves a half-made image
+ * under path (recovery removes temporaries).  The caller syncs the
+ * directory. */
+static int
+image_build(const char *tmp, const char *path, bool raw,
+            uint64_t virtual_size, const char *vhd_uuid, char **ret_err)
+{
+    int fd = -1, rc = 0;
+
+    unlink(tmp);
+    if (raw) {
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0 || ftruncate(fd, virtual_size) || fsync(fd)) {
+            rc = sm_fail(ret_err, errno == EFBIG ? -EINVAL : -errno,
+                         "%s: %s", tmp, strerror(errno));
+        }
+    } else {
+        struct vhd_create_opts opts = {
+            .virtual_size = virtual_size,
+            .uuid = vhd_uuid,
+        };
+
+        rc = vhd_create(tmp, &opts, ret_err);
+    }
+    if (!rc && rename(tmp, path)) {
+        rc = sm_fail(ret_err, -errno, "%s: %s", tmp, strerror(errno));
+    }
+    if (rc) {
+        unlink(tmp);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rc;
 }
 
 static int
@@ -1022,40 +1046,41 @@ sr_vdi_create(struct sm_sr *sr, const char *uuid, uint64_t virtual_size,
     const char *type = sm_map_get(sm_config, "type");
     char *vhd_path = NULL, *raw_path = NULL, *tmp = NULL;
     bool raw;
-    int fd = -1, rc;
+    int rc;
 
     if (!uuid || !uuid_is_valid(uuid)) {
-        rc = fail(ret_err, -EINVAL, "bad VDI uuid \"%s\"", uuid ? uuid : "");
+        rc = sm_fail(ret_err, -EINVAL, "bad VDI uuid \"%s\"",
+                     uuid ? uuid : "");
         goto out;
     }
     if (type && strcmp(type, "raw") && strcmp(type, "vhd")) {
-        rc = fail(ret_err, -EINVAL, "unknown VDI type \"%s\"", type);
+        rc = sm_fail(ret_err, -EINVAL, "unknown VDI type \"%s\"", type);
         goto out;
     }
     raw = type && !strcmp(type, "raw");
     /* Round up to whole sectors, as XenServer does. */
     if (virtual_size > UINT64_MAX - (VHD_SECTOR_SIZE - 1)) {
-        rc = fail(ret_err, -EINVAL, "virtual size too large");
+        rc = sm_fail(ret_err, -EINVAL, "virtual size too large");
         goto out;
     }
     virtual_size = (virtual_size + VHD_SECTOR_SIZE - 1)
                    / VHD_SECTOR_SIZE * VHD_SECTOR_SIZE;
     if (!raw && virtual_size > VHD_MAX_SIZE) {
-        rc = fail(ret_err, -EINVAL,
-                  "virtual size %llu exceeds the VHD maximum %llu",
-                  (unsigned long long) virtual_size,
-                  (unsigned long long) VHD_MAX_SIZE);
+        rc = sm_fail(ret_err, -EINVAL,
+                     "virtual size %llu exceeds the VHD maximum %llu",
+                     (unsigned long long) virtual_size,
+                     (unsigned long long) VHD_MAX_SIZE);
         goto out;
     }
     if (raw && virtual_size > (uint64_t) INT64_MAX) {
-        rc = fail(ret_err, -EINVAL, "virtual size too large");
+        rc = sm_fail(ret_err, -EINVAL, "virtual size too large");
         goto out;
     }
     vhd_path = image_path(sr, uuid, "vhd");
     raw_path = image_path(sr, uuid, "raw");
     if (exists(vhd_path) || exists(raw_path)) {
-        rc = fail(ret_err, -EEXIST, "VDI %s exists in SR %s", uuid,
-                  sr->uuid);
+        rc = sm_fail(ret_err, -EEXIST, "VDI %s exists in SR %s", uuid,
+                     sr->uuid);
         goto out;
     }
     /* Thin provisioning: only the metadata has to fit now. */
@@ -1064,41 +1089,15 @@ sr_vdi_create(struct sm_sr *sr, const char *uuid, uint64_t virtual_size,
     if (rc) {
         goto out;
     }
-    /* Built under a temporary name and renamed into place, so that a
-     * crash never leaves a half-made VDI (recovery removes the temp). */
     tmp = temp_path(sr, uuid, raw ? "raw" : "vhd");
-    unlink(tmp);
-    if (raw) {
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0 || ftruncate(fd, virtual_size) || fsync(fd)) {
-            rc = fail(ret_err, errno == EFBIG ? -EINVAL : -errno, "%s: %s",
-                      tmp, strerror(errno));
-            unlink(tmp);
-            goto out;
-        }
-    } else {
-        struct vhd_create_opts opts = {
-            .virtual_size = virtual_size,
-            .uuid = uuid,
-        };
-
-        rc = vhd_create(tmp, &opts, ret_err);
-        if (rc) {
-            unlink(tmp);
-            goto out;
-        }
-    }
-    if (rename(tmp, raw ? raw_path : vhd_path)) {
-        rc = fail(ret_err, -errno, "%s: %s", tmp, strerror(errno));
-        unlink(tmp);
+    rc = image_build(tmp, raw ? raw_path : vhd_path, raw, virtual_size, uuid,
+                     ret_err);
+    if (rc) {
         goto out;
     }
     fsync_dir(sr->dir);
     rc = vdi_info_fill(sr, uuid, ret_info, ret_err);
 out:
-    if (fd >= 0) {
-        close(fd);
-    }
     free(tmp);
     free(vhd_path);
     free(raw_path);
@@ -1115,13 +1114,6 @@ sr_vdi_introduce(struct sm_sr *sr, const char *uuid, const char *location,
         memcpy(ret_info->uuid, uuid, 37);
     }
     return rc;
-}
-
-static int
-sr_vdi_info(struct sm_sr *sr, const char *location,
-            struct sm_vdi_info *ret_info, char **ret_err)
-{
-    return vdi_info_fill(sr, location, ret_info, ret_err);
 }
 
 static int
@@ -1142,13 +1134,13 @@ sr_vdi_destroy(struct sm_sr *sr, const char *location, char **ret_err)
     /* One unlink is the whole operation: a base that loses its last child
      * is the garbage collector's business. */
     if (unlink(path)) {
-        rc = fail(ret_err, -errno, "%s: %s", path, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", path, strerror(errno));
         goto out;
     }
     sm_crash_point("destroy-unlinked");
     rc = fsync_dir(sr->dir);
     if (rc) {
-        fail(ret_err, rc, "%s: fsync: %s", sr->dir, strerror(-rc));
+        sm_fail(ret_err, rc, "%s: fsync: %s", sr->dir, strerror(-rc));
     }
     sm_crash_point("destroy-done");
 out:
@@ -1194,13 +1186,13 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
         goto out;
     }
     if (strcmp(old.format, "vhd")) {
-        rc = fail(ret_err, -EOPNOTSUPP, "VDI %s is raw: no %s", location,
-                  op);
+        rc = sm_fail(ret_err, -EOPNOTSUPP, "VDI %s is raw: no %s", location,
+                     op);
         goto out;
     }
     if (!new_uuid || !uuid_is_valid(new_uuid)) {
-        rc = fail(ret_err, -EINVAL, "bad VDI uuid \"%s\"",
-                  new_uuid ? new_uuid : "");
+        rc = sm_fail(ret_err, -EINVAL, "bad VDI uuid \"%s\"",
+                     new_uuid ? new_uuid : "");
         goto out;
     }
     x = image_path(sr, location, "vhd");
@@ -1213,8 +1205,8 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
 
         free(n_raw);
         if (taken) {
-            rc = fail(ret_err, -EEXIST, "VDI %s exists in SR %s", new_uuid,
-                      sr->uuid);
+            rc = sm_fail(ret_err, -EEXIST, "VDI %s exists in SR %s", new_uuid,
+                         sr->uuid);
             goto out;
         }
     }
@@ -1223,9 +1215,9 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
         goto out;
     }
     if (len + 1 > SM_MAX_CHAIN_LENGTH) {
-        rc = fail(ret_err, -ELOOP, "The snapshot chain is too long "
-                  "(VDI %s: %d images, at most %d)", location, len + 1,
-                  SM_MAX_CHAIN_LENGTH);
+        rc = sm_fail(ret_err, -ELOOP, "The snapshot chain is too long "
+                     "(VDI %s: %d images, at most %d)", location, len + 1,
+                     SM_MAX_CHAIN_LENGTH);
         goto out;
     }
     /* Two empty differencing disks: their headers, BATs and locators. */
@@ -1241,32 +1233,25 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
      * base (a writer that slipped in gets -EBUSY, or makes us fail). */
     rc = vhd_open(x, false, &guard, &err);
     if (rc) {
-        rc = fail(ret_err, rc, "VDI %s: %s", location,
-                  err ? err : strerror(-rc));
+        rc = sm_fail(ret_err, rc, "VDI %s: %s", location,
+                     err ? err : strerror(-rc));
         free(err);
         err = NULL;
         goto out;
     }
 
     op_crash_point(op, "start");
-    memset(&j, 0, sizeof j);
-    snprintf(j.op, sizeof j.op, "snapshot");
-    memcpy(j.a, location, 37);
-    memcpy(j.b, base, 37);
-    memcpy(j.c, new_uuid, 37);
     unlink(x_tmp);
     unlink(n_tmp);
-    rc = journal_write(sr, OP_JOURNAL, &j);
+    rc = journal_write(sr, OP_JOURNAL, "snapshot", location, base, new_uuid,
+                       &j, ret_err);
     if (rc) {
-        fail(ret_err, rc, "%s: cannot write the journal: %s", sr->dir,
-             strerror(-rc));
         goto out;
     }
     journaled = true;
     op_crash_point(op, "journal");
-    if (link(x, b) || (rc = fsync_dir(sr->dir))) {
-        rc = fail(ret_err, rc ? rc : -errno, "%s: link: %s", b,
-                  strerror(rc ? -rc : errno));
+    rc = name_durably(sr, x, b, true, ret_err);
+    if (rc) {
         goto out;
     }
     op_crash_point(op, "link");
@@ -1281,9 +1266,8 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
     }
     op_crash_point(op, "new");
     /* The commit point: from here X reads through B. */
-    if (rename(x_tmp, x) || (rc = fsync_dir(sr->dir))) {
-        rc = fail(ret_err, rc ? rc : -errno, "%s: rename: %s", x_tmp,
-                  strerror(rc ? -rc : errno));
+    rc = name_durably(sr, x_tmp, x, false, ret_err);
+    if (rc) {
         goto out;
     }
     op_crash_point(op, "commit");
@@ -1294,16 +1278,15 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
         goto out;
     }
     op_crash_point(op, "hide");
-    if (rename(n_tmp, n) || (rc = fsync_dir(sr->dir))) {
-        rc = fail(ret_err, rc ? rc : -errno, "%s: rename: %s", n_tmp,
-                  strerror(rc ? -rc : errno));
+    rc = name_durably(sr, n_tmp, n, false, ret_err);
+    if (rc) {
         goto out;
     }
     op_crash_point(op, "publish");
     rc = journal_remove(sr, OP_JOURNAL);
     if (rc) {
-        fail(ret_err, rc, "%s: cannot remove the journal: %s", sr->dir,
-             strerror(-rc));
+        sm_fail(ret_err, rc, "%s: cannot remove the journal: %s", sr->dir,
+                strerror(-rc));
         goto out;
     }
     journaled = false;
@@ -1359,30 +1342,30 @@ sr_vdi_resize(struct sm_sr *sr, const char *location, uint64_t new_size,
         goto out;
     }
     if (new_size > UINT64_MAX - (VHD_SECTOR_SIZE - 1)) {
-        rc = fail(ret_err, -EINVAL, "virtual size too large");
+        rc = sm_fail(ret_err, -EINVAL, "virtual size too large");
         goto out;
     }
     new_size = (new_size + VHD_SECTOR_SIZE - 1) / VHD_SECTOR_SIZE
                * VHD_SECTOR_SIZE;
     if (new_size < old.virtual_size) {
-        rc = fail(ret_err, -EINVAL, "VDI %s: shrinking from %llu to %llu "
-                  "is not supported", location,
-                  (unsigned long long) old.virtual_size,
-                  (unsigned long long) new_size);
+        rc = sm_fail(ret_err, -EINVAL, "VDI %s: shrinking from %llu to %llu "
+                     "is not supported", location,
+                     (unsigned long long) old.virtual_size,
+                     (unsigned long long) new_size);
         goto out;
     }
     path = image_path(sr, location, old.format);
     if (!strcmp(old.format, "raw")) {
         if (new_size > (uint64_t) INT64_MAX || truncate(path, new_size)) {
-            rc = fail(ret_err, new_size > (uint64_t) INT64_MAX ? -EINVAL
-                      : -errno, "%s: cannot grow", path);
+            rc = sm_fail(ret_err, new_size > (uint64_t) INT64_MAX ? -EINVAL
+                         : -errno, "%s: cannot grow", path);
             goto out;
         }
     } else {
         if (new_size > VHD_MAX_SIZE) {
-            rc = fail(ret_err, -EINVAL, "virtual size %llu exceeds the VHD "
-                      "maximum %llu", (unsigned long long) new_size,
-                      (unsigned long long) VHD_MAX_SIZE);
+            rc = sm_fail(ret_err, -EINVAL, "virtual size %llu exceeds the VHD "
+                         "maximum %llu", (unsigned long long) new_size,
+                         (unsigned long long) VHD_MAX_SIZE);
             goto out;
         }
         if (new_size > old.virtual_size) {
@@ -1422,33 +1405,11 @@ sr_vdi_data_destroy(struct sm_sr *sr, const char *location, char **ret_err)
     }
     path = image_path(sr, location, old.format);
     tmp = temp_path(sr, location, old.format);
-    unlink(tmp);
     /* A new empty image of the same size replaces the old one in one
      * rename; the old chain's base, if any, is left to the GC. */
-    if (!strcmp(old.format, "raw")) {
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-
-        if (fd < 0 || ftruncate(fd, old.virtual_size) || fsync(fd)) {
-            rc = fail(ret_err, -errno, "%s: %s", tmp, strerror(errno));
-            if (fd >= 0) {
-                close(fd);
-            }
-            unlink(tmp);
-            goto out;
-        }
-        close(fd);
-    } else {
-        struct vhd_create_opts opts = { .virtual_size = old.virtual_size };
-
-        rc = vhd_create(tmp, &opts, ret_err);
-        if (rc) {
-            unlink(tmp);
-            goto out;
-        }
-    }
-    if (rename(tmp, path)) {
-        rc = fail(ret_err, -errno, "%s: %s", tmp, strerror(errno));
-        unlink(tmp);
+    rc = image_build(tmp, path, !strcmp(old.format, "raw"), old.virtual_size,
+                     NULL, ret_err);
+    if (rc) {
         goto out;
     }
     rc = fsync_dir(sr->dir);
@@ -1514,11 +1475,22 @@ out:
 
 /* ---- garbage collection ---- */
 
-static bool
-hooks_attached(const struct sm_gc_hooks *hooks, const char *uuid)
+/* Pauses the data path of VDI uuid if the caller has it attached, and
+ * then sets *ret_paused: the caller unpauses it when done.  -EBUSY if it
+ * cannot be paused now. */
+static int
+gc_pause(const struct sm_gc_hooks *hooks, const char *uuid, bool *ret_paused,
+         char **ret_err)
 {
-    return hooks && hooks->is_attached && hooks->is_attached(hooks->aux,
-                                                             uuid);
+    *ret_paused = false;
+    if (!sm_gc_hooks_attached(hooks, uuid)) {
+        return 0;
+    }
+    if (!hooks->pause || hooks->pause(hooks->aux, uuid)) {
+        return sm_fail(ret_err, -EBUSY, "VDI %s cannot be paused", uuid);
+    }
+    *ret_paused = true;
+    return 0;
 }
 
 /* Points every child of child at base, then deletes child (whose data
@@ -1547,14 +1519,11 @@ gc_reparent(struct sm_sr *sr, const char *base, const char *child,
         if (g->parent != ci) {
             continue;
         }
-        if (!g->hidden && hooks_attached(hooks, g->uuid)) {
-            rc = hooks->pause ? hooks->pause(hooks->aux, g->uuid) : -EBUSY;
+        if (!g->hidden) {
+            rc = gc_pause(hooks, g->uuid, &paused, ret_err);
             if (rc) {
-                rc = fail(ret_err, -EBUSY, "VDI %s cannot be paused",
-                          g->uuid);
                 goto out;
             }
-            paused = true;
         }
         path = image_path(sr, g->uuid, "vhd");
         rc = vhd_open(path, false, &v, ret_err);
@@ -1572,7 +1541,7 @@ gc_reparent(struct sm_sr *sr, const char *base, const char *child,
         sm_crash_point("gc-reparented");
     }
     if (unlink(child_path) && errno != ENOENT) {
-        rc = fail(ret_err, -errno, "%s: %s", child_path, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", child_path, strerror(errno));
         goto out;
     }
     rc = fsync_dir(sr->dir);
@@ -1610,7 +1579,7 @@ gc_plan(const struct catalog *c, const struct sm_gc_hooks *hooks,
             || (skip && skip[i])) {
             continue;
         }
-        if (!child->hidden && hooks_attached(hooks, child->uuid)
+        if (!child->hidden && sm_gc_hooks_attached(hooks, child->uuid)
             && child->allocated >= GC_SMALL_LEAF) {
             /* Too much to coalesce while the guest waits; later. */
             continue;
@@ -1635,13 +1604,9 @@ gc_merge_leaf(struct sm_sr *sr, const char *base, const char *leaf,
     char *err = NULL;
     int rc;
 
-    if (hooks_attached(hooks, leaf)) {
-        rc = hooks->pause ? hooks->pause(hooks->aux, leaf) : -EBUSY;
-        if (rc) {
-            rc = fail(ret_err, -EBUSY, "VDI %s cannot be paused", leaf);
-            goto out;
-        }
-        paused = true;
+    rc = gc_pause(hooks, leaf, &paused, ret_err);
+    if (rc) {
+        goto out;
     }
     /* Holding the leaf open for writing takes its writer lock: a block
      * server that opened it behind our back (or opens it now) would write
@@ -1650,8 +1615,8 @@ gc_merge_leaf(struct sm_sr *sr, const char *base, const char *leaf,
      * open the leaf until the swap is done. */
     rc = vhd_open(leaf_path, false, &guard, &err);
     if (rc) {
-        rc = fail(ret_err, rc == -EBUSY ? -EBUSY : rc, "VDI %s: %s", leaf,
-                  err ? err : strerror(-rc));
+        rc = sm_fail(ret_err, rc == -EBUSY ? -EBUSY : rc, "VDI %s: %s", leaf,
+                     err ? err : strerror(-rc));
         goto out;
     }
     sm_crash_point("gc-leaf-start");
@@ -1661,14 +1626,9 @@ gc_merge_leaf(struct sm_sr *sr, const char *base, const char *leaf,
         goto out;
     }
     sm_crash_point("gc-leaf-coalesced");
-    memset(&j, 0, sizeof j);
-    snprintf(j.op, sizeof j.op, "swap");
-    memcpy(j.a, base, 37);
-    memcpy(j.b, leaf, 37);
-    rc = journal_write(sr, GC_JOURNAL, &j);
+    rc = journal_write(sr, GC_JOURNAL, "swap", base, leaf, NULL, &j,
+                       ret_err);
     if (rc) {
-        fail(ret_err, rc, "%s: cannot write the journal: %s", sr->dir,
-             strerror(-rc));
         goto out;
     }
     journaled = true;
@@ -1680,9 +1640,8 @@ gc_merge_leaf(struct sm_sr *sr, const char *base, const char *leaf,
     sm_crash_point("gc-leaf-unhidden");
     /* The commit point: the base, now holding the leaf's data too, takes
      * the leaf's name; the block server reopens that path. */
-    if (rename(base_path, leaf_path) || (rc = fsync_dir(sr->dir))) {
-        rc = fail(ret_err, rc ? rc : -errno, "%s: rename: %s", base_path,
-                  strerror(rc ? -rc : errno));
+    rc = name_durably(sr, base_path, leaf_path, false, ret_err);
+    if (rc) {
         goto out;
     }
     sm_crash_point("gc-leaf-renamed");
@@ -1729,14 +1688,9 @@ gc_merge_base(struct sm_sr *sr, const char *base, const char *child,
         goto out;
     }
     sm_crash_point("gc-base-coalesced");
-    memset(&j, 0, sizeof j);
-    snprintf(j.op, sizeof j.op, "reparent");
-    memcpy(j.a, base, 37);
-    memcpy(j.b, child, 37);
-    rc = journal_write(sr, GC_JOURNAL, &j);
+    rc = journal_write(sr, GC_JOURNAL, "reparent", base, child, NULL, &j,
+                       ret_err);
     if (rc) {
-        fail(ret_err, rc, "%s: cannot write the journal: %s", sr->dir,
-             strerror(-rc));
         goto out;
     }
     sm_crash_point("gc-base-journal");
@@ -1761,7 +1715,7 @@ sr_gc_step(struct sm_sr *sr, const struct sm_gc_hooks *hooks, bool *ret_more,
 
     rc = journal_read(sr, GC_JOURNAL, &j);
     if (rc < 0) {
-        fail(ret_err, rc, "%s/" GC_JOURNAL ": unreadable", sr->dir);
+        sm_fail(ret_err, rc, "%s/" GC_JOURNAL ": unreadable", sr->dir);
         goto out;
     } else if (rc) {
         char *err = NULL;
@@ -1806,7 +1760,7 @@ sr_gc_step(struct sm_sr *sr, const struct sm_gc_hooks *hooks, bool *ret_more,
 
             sm_crash_point("gc-remove-start");
             if (unlink(path) && errno != ENOENT) {
-                rc = fail(ret_err, -errno, "%s: %s", path, strerror(errno));
+                rc = sm_fail(ret_err, -errno, "%s: %s", path, strerror(errno));
             } else {
                 rc = fsync_dir(sr->dir);
             }
@@ -1875,8 +1829,8 @@ file_dir(const struct sm_map *device_config, const char **ret_dir,
     const char *location = sm_map_get(device_config, "location");
 
     if (!location || location[0] != '/') {
-        return fail(ret_err, -EINVAL, "device_config:location must be an "
-                    "absolute directory path");
+        return sm_fail(ret_err, -EINVAL, "device_config:location must be an "
+                       "absolute directory path");
     }
     *ret_dir = location;
     return 0;
@@ -1933,7 +1887,6 @@ file_destroy(const char *state_dir, const char *sr_uuid,
              const struct sm_map *device_config, char **ret_err)
 {
     const char *dir = NULL;
-    char found[37];
     int rc;
 
     (void) state_dir;
@@ -1941,8 +1894,8 @@ file_destroy(const char *state_dir, const char *sr_uuid,
     if (rc) {
         return rc;
     }
-    if (marker_read(dir, found) || strcmp(found, sr_uuid)) {
-        return fail(ret_err, -ENOENT, "no SR %s in %s", sr_uuid, dir);
+    if (!marker_is(dir, sr_uuid)) {
+        return sm_fail(ret_err, -ENOENT, "no SR %s in %s", sr_uuid, dir);
     }
     rc = sr_wipe(dir, ret_err);
     if (!rc) {
@@ -1966,25 +1919,28 @@ file_attach(const char *state_dir, const char *sr_uuid,
                              ret_err);
 }
 
-static const char *const file_capabilities[] = {
-    "SR_PROBE", "SR_UPDATE", "VDI_CREATE", "VDI_DELETE", "VDI_ATTACH",
-    "VDI_DETACH", "VDI_RESIZE", "VDI_CLONE", "VDI_SNAPSHOT",
-    "VDI_INTRODUCE", "VDI_UPDATE", "ATOMIC_PAUSE", "THIN_PROVISIONING",
-    NULL
-};
-
 static const struct sm_kv file_configuration[] = {
     { "location", "local directory path (required): the SR's VHD files "
       "are kept directly in it" },
     { NULL, NULL },
 };
 
-#define FILE_VDI_OPS                                \
+/* What the file, ext and nfs SM records share: everything but their
+ * names, configuration, sharing and how the SR's directory is reached. */
+#define FILE_DRIVER_COMMON                          \
+    .vendor = SM_VENDOR,                            \
+    .copyright = SM_COPYRIGHT,                      \
+    .version = "1.0",                               \
+    .required_api_version = "1.0",                  \
+    .capabilities = sm_vhd_capabilities,            \
+    .content_type = "user",                         \
+    .thin = true,                                   \
+    .detach = sr_detach,                            \
     .stat = sr_stat,                                \
     .scan = sr_scan,                                \
     .vdi_create = sr_vdi_create,                    \
     .vdi_introduce = sr_vdi_introduce,              \
-    .vdi_info = sr_vdi_info,                        \
+    .vdi_info = vdi_info_fill,                      \
     .vdi_destroy = sr_vdi_destroy,                  \
     .vdi_snapshot = sr_vdi_snapshot,                \
     .vdi_clone = sr_vdi_clone,                      \
@@ -1995,29 +1951,18 @@ static const struct sm_kv file_configuration[] = {
     .gc_step = sr_gc_step,                          \
     .chain_length = sr_chain_length
 
-#define SM_VENDOR "Open Xen toolstack project"
-#define SM_COPYRIGHT "(C) the Open Xen toolstack authors"
-
 const struct sm_driver sm_file_driver = {
     .type = "file",
     .name_label = "Local Path VHD",
     .name_description = "SR plugin keeping disks as VHD files in a local "
                         "directory",
-    .vendor = SM_VENDOR,
-    .copyright = SM_COPYRIGHT,
-    .version = "1.0",
-    .required_api_version = "1.0",
-    .capabilities = file_capabilities,
     .configuration = file_configuration,
-    .content_type = "user",
     .shared = false,
-    .thin = true,
     .probe = file_probe,
     .create = file_create,
     .destroy = file_destroy,
     .attach = file_attach,
-    .detach = sr_detach,
-    FILE_VDI_OPS,
+    FILE_DRIVER_COMMON,
 };
 
 /* ---- mounting (ext, nfs) ---- */
@@ -2043,32 +1988,28 @@ is_mounted(const char *path)
     return mounted;
 }
 
-static int
-do_mount(const char *type, const char *options, const char *source,
-         const char *mount_point, char **ret_err)
-{
-    const char *argv[] = { "mount", "-t", type, "-o", options, source,
-                           mount_point, NULL };
-    int rc;
-
-    rc = mkdir_p(mount_point, 0755);
-    if (rc) {
-        return fail(ret_err, rc, "%s: %s", mount_point, strerror(-rc));
-    }
-    return sm_run(argv, NULL, ret_err);
-}
-
+/* Unmounts a mount point the driver made for itself, and removes it. */
 static void
 do_umount(const char *mount_point)
 {
-    const char *argv[] = { "umount", mount_point, NULL };
-    char *err = NULL;
-
-    if (sm_run(argv, NULL, &err)) {
-        LOG_WARN("%s", err);
-    }
-    free(err);
+    sm_umount(mount_point);
     rmdir(mount_point);
+}
+
+/* Opens the SR mounted at mount_point (malloc'd), which the SR then owns
+ * and unmounts at detach; on failure, unmounts and frees it at once. */
+static int
+sr_open_mounted(enum sm_file_kind kind, const char *sr_uuid,
+                char *mount_point, struct sm_sr **ret_sr, char **ret_err)
+{
+    int rc = sr_open(kind, sr_uuid, mount_point, mount_point, ret_sr,
+                     ret_err);
+
+    if (rc) {
+        do_umount(mount_point);
+        free(mount_point);
+    }
+    return rc;
 }
 
 /* ---- the ext driver ---- */
@@ -2081,15 +2022,15 @@ ext_device(const struct sm_map *device_config, const char **ret_device,
     struct stat st;
 
     if (!device || device[0] != '/') {
-        return fail(ret_err, -EINVAL, "device_config:device must be the "
-                    "absolute path of a block device");
+        return sm_fail(ret_err, -EINVAL, "device_config:device must be the "
+                       "absolute path of a block device");
     }
     if (stat(device, &st)) {
-        return fail(ret_err, errno == ENOENT ? -EINVAL : -errno,
-                    "%s: %s", device, strerror(errno));
+        return sm_fail(ret_err, errno == ENOENT ? -EINVAL : -errno,
+                       "%s: %s", device, strerror(errno));
     }
     if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode)) {
-        return fail(ret_err, -EINVAL, "%s is not a block device", device);
+        return sm_fail(ret_err, -EINVAL, "%s is not a block device", device);
     }
     *ret_device = device;
     *ret_is_file = S_ISREG(st.st_mode);
@@ -2108,7 +2049,7 @@ ext_mount(const struct sm_map *device_config, const char *mount_point,
     if (rc) {
         return rc;
     }
-    return do_mount("ext4", is_file ? "loop" : "defaults", device,
+    return sm_mount("ext4", is_file ? "loop" : "defaults", device,
                     mount_point, ret_err);
 }
 
@@ -2122,7 +2063,7 @@ ext_peek(const struct sm_map *device_config, char *ret_uuid, char **ret_err)
     int rc;
 
     if (!mkdtemp(tmpl)) {
-        return fail(ret_err, -errno, "mkdtemp: %s", strerror(errno));
+        return sm_fail(ret_err, -errno, "mkdtemp: %s", strerror(errno));
     }
     rc = ext_mount(device_config, tmpl, &err);
     if (rc == -EINVAL) {
@@ -2178,8 +2119,8 @@ ext_create(const char *state_dir, const char *sr_uuid,
     if (!(force && !strcmp(force, "true"))) {
         rc = ext_peek(device_config, found, ret_err);
         if (!rc) {
-            rc = fail(ret_err, -EEXIST, "%s already holds SR %s", device,
-                      found);
+            rc = sm_fail(ret_err, -EEXIST, "%s already holds SR %s", device,
+                         found);
             goto out;
         } else if (rc != -ENOENT) {
             goto out;
@@ -2200,8 +2141,8 @@ ext_create(const char *state_dir, const char *sr_uuid,
     }
     rc = marker_write(mount_point, sr_uuid);
     if (rc) {
-        fail(ret_err, rc, "%s: cannot write the SR marker: %s", mount_point,
-             strerror(-rc));
+        sm_fail(ret_err, rc, "%s: cannot write the SR marker: %s", mount_point,
+                strerror(-rc));
     }
     do_umount(mount_point);
 out:
@@ -2224,13 +2165,8 @@ ext_attach(const char *state_dir, const char *sr_uuid,
             return rc;
         }
     }
-    rc = sr_open(SM_FILE_KIND_EXT, sr_uuid, mount_point, mount_point, ret_sr,
-                 ret_err);
-    if (rc) {
-        do_umount(mount_point);
-        free(mount_point);
-    }
-    return rc;
+    return sr_open_mounted(SM_FILE_KIND_EXT, sr_uuid, mount_point, ret_sr,
+                           ret_err);
 }
 
 static int
@@ -2238,7 +2174,6 @@ ext_destroy(const char *state_dir, const char *sr_uuid,
             const struct sm_map *device_config, char **ret_err)
 {
     char *mount_point = mount_point_of(state_dir, sr_uuid);
-    char found[37];
     bool mounted = is_mounted(mount_point);
     int rc;
 
@@ -2248,8 +2183,8 @@ ext_destroy(const char *state_dir, const char *sr_uuid,
             goto out;
         }
     }
-    if (marker_read(mount_point, found) || strcmp(found, sr_uuid)) {
-        rc = fail(ret_err, -ENOENT, "no SR %s on the device", sr_uuid);
+    if (!marker_is(mount_point, sr_uuid)) {
+        rc = sm_fail(ret_err, -ENOENT, "no SR %s on the device", sr_uuid);
     } else {
         rc = sr_wipe(mount_point, ret_err);
     }
@@ -2272,21 +2207,13 @@ const struct sm_driver sm_ext_driver = {
     .name_label = "Local EXT4 VHD",
     .name_description = "SR plugin keeping disks as VHD files on a local "
                         "ext4 filesystem",
-    .vendor = SM_VENDOR,
-    .copyright = SM_COPYRIGHT,
-    .version = "1.0",
-    .required_api_version = "1.0",
-    .capabilities = file_capabilities,
     .configuration = ext_configuration,
-    .content_type = "user",
     .shared = false,
-    .thin = true,
     .probe = ext_probe,
     .create = ext_create,
     .destroy = ext_destroy,
     .attach = ext_attach,
-    .detach = sr_detach,
-    FILE_VDI_OPS,
+    FILE_DRIVER_COMMON,
 };
 
 /* ---- the nfs driver ---- */
@@ -2317,15 +2244,15 @@ nfs_target(const struct sm_map *device_config, bool need_path,
     t.version = sm_map_get(device_config, "nfsversion");
     t.options = sm_map_get(device_config, "options");
     if (!t.server || !t.server[0] || strpbrk(t.server, " ,/\t\n")) {
-        return fail(ret_err, -EINVAL, "device_config:server is required");
+        return sm_fail(ret_err, -EINVAL, "device_config:server is required");
     }
     if (need_path && (!t.serverpath || t.serverpath[0] != '/')) {
-        return fail(ret_err, -EINVAL, "device_config:serverpath must be an "
-                    "absolute path on the server");
+        return sm_fail(ret_err, -EINVAL, "device_config:serverpath must be an "
+                       "absolute path on the server");
     }
     if (t.serverpath && (t.serverpath[0] != '/'
                          || strstr(t.serverpath, "/../"))) {
-        return fail(ret_err, -EINVAL, "bad device_config:serverpath");
+        return sm_fail(ret_err, -EINVAL, "bad device_config:serverpath");
     }
     if (!t.version || !t.version[0]) {
         t.version = "3";
@@ -2334,11 +2261,11 @@ nfs_target(const struct sm_map *device_config, bool need_path,
         ok = ok || !strcmp(t.version, versions[i]);
     }
     if (!ok) {
-        return fail(ret_err, -EINVAL, "unsupported nfsversion \"%s\"",
-                    t.version);
+        return sm_fail(ret_err, -EINVAL, "unsupported nfsversion \"%s\"",
+                       t.version);
     }
     if (t.options && strpbrk(t.options, " \t\n")) {
-        return fail(ret_err, -EINVAL, "bad device_config:options");
+        return sm_fail(ret_err, -EINVAL, "bad device_config:options");
     }
     *ret = t;
     return 0;
@@ -2370,7 +2297,7 @@ nfs_mount(const struct nfs_target *t, const char *subdir,
     if (t->options && t->options[0]) {
         ds_put_fmt(&options, ",%s", t->options);
     }
-    rc = do_mount("nfs", ds_cstr(&options), ds_cstr(&source), mount_point,
+    rc = sm_mount("nfs", ds_cstr(&options), ds_cstr(&source), mount_point,
                   ret_err);
     ds_destroy(&source);
     ds_destroy(&options);
@@ -2445,7 +2372,7 @@ nfs_probe(const struct sm_map *device_config, const struct sm_map *sm_config,
         return nfs_probe_exports(&t, ret_xml, ret_err);
     }
     if (!mkdtemp(tmpl)) {
-        return fail(ret_err, -errno, "mkdtemp: %s", strerror(errno));
+        return sm_fail(ret_err, -errno, "mkdtemp: %s", strerror(errno));
     }
     rc = nfs_mount(&t, NULL, tmpl, ret_err);
     if (rc) {
@@ -2454,7 +2381,7 @@ nfs_probe(const struct sm_map *device_config, const struct sm_map *sm_config,
     mounted = true;
     d = opendir(tmpl);
     if (!d) {
-        rc = fail(ret_err, -errno, "%s: %s", tmpl, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", tmpl, strerror(errno));
         goto out;
     }
     while ((de = readdir(d))) {
@@ -2505,7 +2432,7 @@ nfs_create(const char *state_dir, const char *sr_uuid,
     }
     dir = xasprintf("%s/%s", mount_point, sr_uuid);
     if (mkdir(dir, 0755) && errno != EEXIST) {
-        rc = fail(ret_err, -errno, "%s: %s", dir, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", dir, strerror(errno));
     } else {
         rc = sr_format(dir, sr_uuid, device_config, ret_err);
     }
@@ -2537,13 +2464,8 @@ nfs_attach(const char *state_dir, const char *sr_uuid,
             return rc;
         }
     }
-    rc = sr_open(SM_FILE_KIND_NFS, sr_uuid, mount_point, mount_point, ret_sr,
-                 ret_err);
-    if (rc) {
-        do_umount(mount_point);
-        free(mount_point);
-    }
-    return rc;
+    return sr_open_mounted(SM_FILE_KIND_NFS, sr_uuid, mount_point, ret_sr,
+                           ret_err);
 }
 
 static int
@@ -2553,7 +2475,6 @@ nfs_destroy(const char *state_dir, const char *sr_uuid,
     char *mount_point = xasprintf("%s/sr-mount/%s-destroy", state_dir,
                                   sr_uuid);
     char *dir = NULL;
-    char found[37];
     struct nfs_target t;
     int rc;
 
@@ -2566,9 +2487,9 @@ nfs_destroy(const char *state_dir, const char *sr_uuid,
         goto out;
     }
     dir = xasprintf("%s/%s", mount_point, sr_uuid);
-    if (marker_read(dir, found) || strcmp(found, sr_uuid)) {
-        rc = fail(ret_err, -ENOENT, "no SR %s on %s:%s", sr_uuid, t.server,
-                  t.serverpath);
+    if (!marker_is(dir, sr_uuid)) {
+        rc = sm_fail(ret_err, -ENOENT, "no SR %s on %s:%s", sr_uuid, t.server,
+                     t.serverpath);
     } else {
         rc = sr_wipe(dir, ret_err);
         if (!rc) {
@@ -2581,13 +2502,6 @@ out:
     free(mount_point);
     return rc;
 }
-
-static const char *const nfs_capabilities[] = {
-    "SR_PROBE", "SR_UPDATE", "VDI_CREATE", "VDI_DELETE", "VDI_ATTACH",
-    "VDI_DETACH", "VDI_RESIZE", "VDI_CLONE", "VDI_SNAPSHOT",
-    "VDI_INTRODUCE", "VDI_UPDATE", "ATOMIC_PAUSE", "THIN_PROVISIONING",
-    NULL
-};
 
 static const struct sm_kv nfs_configuration[] = {
     { "server", "hostname or IP address of the NFS server (required)" },
@@ -2604,19 +2518,11 @@ const struct sm_driver sm_nfs_driver = {
     .name_label = "NFS VHD",
     .name_description = "SR plugin keeping disks as VHD files on an NFS "
                         "export",
-    .vendor = SM_VENDOR,
-    .copyright = SM_COPYRIGHT,
-    .version = "1.0",
-    .required_api_version = "1.0",
-    .capabilities = nfs_capabilities,
     .configuration = nfs_configuration,
-    .content_type = "user",
     .shared = true,
-    .thin = true,
     .probe = nfs_probe,
     .create = nfs_create,
     .destroy = nfs_destroy,
     .attach = nfs_attach,
-    .detach = sr_detach,
-    FILE_VDI_OPS,
+    FILE_DRIVER_COMMON,
 };

@@ -9,16 +9,15 @@
 #include <config.h>
 
 #include "sm.h"
+#include "sm-int.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -30,22 +29,6 @@ struct sm_sr {
     char *credentials;      /* CIFS credentials file to remove, or NULL */
 };
 
-static int PRINTF_FMT(3, 4)
-fail(char **ret_err, int rc, const char *fmt, ...)
-{
-    struct ds ds = DS_EMPTY;
-    va_list ap;
-
-    va_start(ap, fmt);
-    ds_put_vfmt(&ds, fmt, ap);
-    va_end(ap);
-    if (ret_err) {
-        *ret_err = ds_steal(&ds);
-    }
-    ds_destroy(&ds);
-    return rc;
-}
-
 enum iso_kind {
     ISO_LOCAL,
     ISO_NFS,
@@ -56,8 +39,8 @@ static int
 iso_kind_of(const char *location, enum iso_kind *ret_kind, char **ret_err)
 {
     if (!location || !location[0] || strpbrk(location, "\n\t")) {
-        return fail(ret_err, -EINVAL, "device_config:location is required: "
-                    "a directory, server:/path or //server/share");
+        return sm_fail(ret_err, -EINVAL, "device_config:location is required: "
+                       "a directory, server:/path or //server/share");
     }
     if (!strncmp(location, "//", 2)) {
         *ret_kind = ISO_CIFS;
@@ -66,9 +49,9 @@ iso_kind_of(const char *location, enum iso_kind *ret_kind, char **ret_err)
     } else if (strchr(location, ':') && strstr(location, ":/")) {
         *ret_kind = ISO_NFS;
     } else {
-        return fail(ret_err, -EINVAL, "device_config:location \"%s\" is "
-                    "neither a directory, server:/path nor //server/share",
-                    location);
+        return sm_fail(ret_err, -EINVAL, "device_config:location \"%s\" is "
+                       "neither a directory, server:/path nor //server/share",
+                       location);
     }
     return 0;
 }
@@ -114,13 +97,13 @@ iso_info(struct sm_sr *sr, const char *location, struct sm_vdi_info *ret_info,
     int rc;
 
     if (!location || !is_image_name(location)) {
-        return fail(ret_err, -ENOENT, "no image \"%s\" in ISO SR %s",
-                    location ? location : "", sr->uuid);
+        return sm_fail(ret_err, -ENOENT, "no image \"%s\" in ISO SR %s",
+                       location ? location : "", sr->uuid);
     }
     path = xasprintf("%s/%s", sr->dir, location);
     if (stat(path, &st) || !S_ISREG(st.st_mode)) {
-        rc = fail(ret_err, -ENOENT, "no image \"%s\" in ISO SR %s",
-                  location, sr->uuid);
+        rc = sm_fail(ret_err, -ENOENT, "no image \"%s\" in ISO SR %s",
+                     location, sr->uuid);
         goto out;
     }
     memset(&info, 0, sizeof info);
@@ -148,31 +131,6 @@ iso_sr_free(struct sm_sr *sr)
     }
 }
 
-static int
-mkdir_p(const char *path)
-{
-    char *copy = xstrdup(path);
-    int rc = 0;
-
-    for (char *p = copy + 1; ; p++) {
-        if (*p == '/' || !*p) {
-            char c = *p;
-
-            *p = '\0';
-            if (mkdir(copy, 0755) && errno != EEXIST) {
-                rc = -errno;
-                break;
-            }
-            *p = c;
-            if (!c) {
-                break;
-            }
-        }
-    }
-    free(copy);
-    return rc;
-}
-
 /* Writes the CIFS credentials to a private file, so that the password
  * does not appear in the process list. */
 static int
@@ -189,7 +147,7 @@ write_credentials(const char *path, const char *username,
     rc = write_file_atomic(path, ds.s, ds.len, 0600);
     ds_destroy(&ds);
     if (rc) {
-        return fail(ret_err, rc, "%s: %s", path, strerror(-rc));
+        return sm_fail(ret_err, rc, "%s: %s", path, strerror(-rc));
     }
     return 0;
 }
@@ -214,7 +172,7 @@ iso_attach(const char *state_dir, const char *sr_uuid,
     }
     if (kind == ISO_LOCAL) {
         if (stat(location, &st) || !S_ISDIR(st.st_mode)) {
-            rc = fail(ret_err, -ENOENT, "%s is not a directory", location);
+            rc = sm_fail(ret_err, -ENOENT, "%s is not a directory", location);
             goto out;
         }
         sr->dir = xstrdup(location);
@@ -223,9 +181,9 @@ iso_attach(const char *state_dir, const char *sr_uuid,
         goto out;
     }
     sr->mount_point = xasprintf("%s/sr-mount/%s", state_dir, sr_uuid);
-    rc = mkdir_p(sr->mount_point);
+    rc = sm_mkdir_p(sr->mount_point, 0755);
     if (rc) {
-        rc = fail(ret_err, rc, "%s: %s", sr->mount_point, strerror(-rc));
+        rc = sm_fail(ret_err, rc, "%s: %s", sr->mount_point, strerror(-rc));
         goto out;
     }
     if (kind == ISO_NFS) {
@@ -253,14 +211,10 @@ iso_attach(const char *state_dir, const char *sr_uuid,
             ds_put_fmt(&options, ",vers=%s", version);
         }
     }
-    {
-        const char *argv[] = { "mount", "-t", type, "-o", ds_cstr(&options),
-                               location, sr->mount_point, NULL };
-
-        rc = sm_run(argv, NULL, ret_err);
-        if (rc) {
-            goto out;
-        }
+    rc = sm_mount(type, ds_cstr(&options), location, sr->mount_point,
+                  ret_err);
+    if (rc) {
+        goto out;
     }
     sr->dir = xstrdup(sr->mount_point);
     *ret_sr = sr;
@@ -282,13 +236,7 @@ iso_detach(struct sm_sr *sr)
         return;
     }
     if (sr->mount_point) {
-        const char *argv[] = { "umount", sr->mount_point, NULL };
-        char *err = NULL;
-
-        if (sm_run(argv, NULL, &err)) {
-            LOG_WARN("ISO SR %s: %s", sr->uuid, err);
-        }
-        free(err);
+        sm_umount(sr->mount_point);
         rmdir(sr->mount_point);
     }
     if (sr->credentials) {
@@ -328,16 +276,13 @@ iso_destroy(const char *state_dir, const char *sr_uuid,
 static int
 iso_stat(struct sm_sr *sr, struct sm_sr_stat *ret_stat, char **ret_err)
 {
-    struct statvfs vfs;
+    int rc = sm_stat_filesystem(sr->dir, ret_stat, ret_err);
 
-    if (statvfs(sr->dir, &vfs)) {
-        return fail(ret_err, -errno, "%s: %s", sr->dir, strerror(errno));
+    if (!rc) {
+        /* Nothing can be created in a library. */
+        ret_stat->free_space = 0;
     }
-    ret_stat->physical_size = (uint64_t) vfs.f_blocks * vfs.f_frsize;
-    ret_stat->physical_utilisation = (uint64_t) (vfs.f_blocks - vfs.f_bfree)
-                                     * vfs.f_frsize;
-    ret_stat->free_space = 0;
-    return 0;
+    return rc;
 }
 
 static int
@@ -351,7 +296,7 @@ iso_scan(struct sm_sr *sr, struct sm_vdi_info **ret_vdis, size_t *ret_n,
 
     d = opendir(sr->dir);
     if (!d) {
-        return fail(ret_err, -errno, "%s: %s", sr->dir, strerror(errno));
+        return sm_fail(ret_err, -errno, "%s: %s", sr->dir, strerror(errno));
     }
     while ((de = readdir(d))) {
         struct sm_vdi_info info;
@@ -378,7 +323,7 @@ iso_vdi_create(struct sm_sr *sr, const char *uuid, uint64_t virtual_size,
     (void) virtual_size;
     (void) sm_config;
     (void) ret_info;
-    return fail(ret_err, -EROFS, "ISO SR %s is read-only", sr->uuid);
+    return sm_fail(ret_err, -EROFS, "ISO SR %s is read-only", sr->uuid);
 }
 
 static int
@@ -394,17 +339,10 @@ iso_vdi_introduce(struct sm_sr *sr, const char *uuid, const char *location,
 }
 
 static int
-iso_vdi_info(struct sm_sr *sr, const char *location,
-             struct sm_vdi_info *ret_info, char **ret_err)
-{
-    return iso_info(sr, location, ret_info, ret_err);
-}
-
-static int
 iso_vdi_destroy(struct sm_sr *sr, const char *location, char **ret_err)
 {
     (void) location;
-    return fail(ret_err, -EROFS, "ISO SR %s is read-only", sr->uuid);
+    return sm_fail(ret_err, -EROFS, "ISO SR %s is read-only", sr->uuid);
 }
 
 static int
@@ -415,7 +353,7 @@ iso_vdi_attach(struct sm_sr *sr, const char *location, bool read_write,
     int rc;
 
     if (read_write) {
-        return fail(ret_err, -EROFS, "ISO SR %s is read-only", sr->uuid);
+        return sm_fail(ret_err, -EROFS, "ISO SR %s is read-only", sr->uuid);
     }
     rc = iso_info(sr, location, &info, ret_err);
     if (rc) {
@@ -456,8 +394,8 @@ const struct sm_driver sm_iso_driver = {
     .name_label = "ISO",
     .name_description = "SR plugin sharing a read-only library of CD "
                         "images (.iso, .img) from a directory, NFS or CIFS",
-    .vendor = "Open Xen toolstack project",
-    .copyright = "(C) the Open Xen toolstack authors",
+    .vendor = SM_VENDOR,
+    .copyright = SM_COPYRIGHT,
     .version = "1.0",
     .required_api_version = "1.0",
     .capabilities = iso_capabilities,
@@ -474,7 +412,7 @@ const struct sm_driver sm_iso_driver = {
     .scan = iso_scan,
     .vdi_create = iso_vdi_create,
     .vdi_introduce = iso_vdi_introduce,
-    .vdi_info = iso_vdi_info,
+    .vdi_info = iso_info,
     .vdi_destroy = iso_vdi_destroy,
     .vdi_attach = iso_vdi_attach,
     .vdi_detach = iso_vdi_detach,

@@ -11,13 +11,13 @@
  * gives the layout, the size rules and the order of every update. */
 #include <config.h>
 #include "sm.h"
+#include "sm-int.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,28 +116,19 @@ struct vg {
     pthread_mutex_t lock;
 };
 
-static int PRINTF_FMT(3, 4)
-fail(char **ret_err, int rc, const char *fmt, ...)
+static void
+lv_clear(struct lv *lv)
 {
-    if (ret_err) {
-        struct ds ds = DS_EMPTY;
-        va_list ap;
-
-        va_start(ap, fmt);
-        ds_put_vfmt(&ds, fmt, ap);
-        va_end(ap);
-        free(*ret_err);
-        *ret_err = ds_steal(&ds);
-    }
-    return rc;
+    free(lv->name);
+    free(lv->tags);
+    lv->name = lv->tags = NULL;
 }
 
 static void
 lvs_free(struct lv *lvs, size_t n)
 {
     for (size_t i = 0; lvs && i < n; i++) {
-        free(lvs[i].name);
-        free(lvs[i].tags);
+        lv_clear(&lvs[i]);
     }
     free(lvs);
 }
@@ -277,7 +268,7 @@ real_vg_stat(struct vg *vg, uint64_t *ret_size, uint64_t *ret_free,
         return rc == -EIO ? -ENOENT : rc;
     }
     if (sscanf(trim(out), "%llu;%llu;%255s", &size, &free_, tags) < 2) {
-        rc = fail(ret_err, -EIO, "vgs: cannot parse \"%s\"", out);
+        rc = sm_fail(ret_err, -EIO, "vgs: cannot parse \"%s\"", out);
         goto out;
     }
     *ret_size = size;
@@ -484,8 +475,8 @@ sim_meta_read(struct vg *vg, struct sim_meta *m, char **ret_err)
 
     memset(m, 0, sizeof *m);
     if (!f) {
-        rc = fail(ret_err, errno == ENOENT ? -ENOENT : -errno,
-                  "%s: %s", path, strerror(errno));
+        rc = sm_fail(ret_err, errno == ENOENT ? -ENOENT : -errno,
+                     "%s: %s", path, strerror(errno));
         goto out;
     }
     while (fgets(line, sizeof line, f)) {
@@ -516,7 +507,7 @@ sim_meta_write(struct vg *vg, const struct sim_meta *m, char **ret_err)
     int rc = 0;
 
     if (!f) {
-        rc = fail(ret_err, -errno, "%s: %s", tmp, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", tmp, strerror(errno));
         goto out;
     }
     fprintf(f, "capacity %" PRIu64 "\nextent %" PRIu64 "\n", m->capacity,
@@ -525,13 +516,13 @@ sim_meta_write(struct vg *vg, const struct sim_meta *m, char **ret_err)
         fprintf(f, "tag %s %s\n", m->tag_lv[i], m->tag[i]);
     }
     if (fflush(f)) {
-        rc = fail(ret_err, -errno, "%s: %s", tmp, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", tmp, strerror(errno));
     }
     if (fclose(f) && !rc) {
-        rc = fail(ret_err, -errno, "%s: %s", tmp, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", tmp, strerror(errno));
     }
     if (!rc && rename(tmp, path)) {
-        rc = fail(ret_err, -errno, "%s: %s", path, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", path, strerror(errno));
     }
 out:
     free(path);
@@ -581,7 +572,7 @@ sim_vg_create(struct vg *vg, const char *tag, bool force, char **ret_err)
     int rc;
 
     if (mkdir(vg->device, 0755) && errno != EEXIST) {
-        return fail(ret_err, -errno, "%s: %s", vg->device, strerror(errno));
+        return sm_fail(ret_err, -errno, "%s: %s", vg->device, strerror(errno));
     }
     /* "pvcreate -ff": whatever group the device held is gone. */
     sim_device_vg(vg, &old, NULL);
@@ -605,8 +596,8 @@ sim_vg_create(struct vg *vg, const char *tag, bool force, char **ret_err)
     }
     free(old);
     if (mkdir(vg->dir, 0755)) {
-        return fail(ret_err, errno == EEXIST ? -EEXIST : -errno, "%s: %s",
-                    vg->dir, strerror(errno));
+        return sm_fail(ret_err, errno == EEXIST ? -EEXIST : -errno, "%s: %s",
+                       vg->dir, strerror(errno));
     }
     memset(&m, 0, sizeof m);
     m.capacity = vg->sim_capacity / LVM_EXTENT * LVM_EXTENT;
@@ -623,7 +614,7 @@ sim_vg_remove(struct vg *vg, char **ret_err)
     struct dirent *e;
 
     if (!d) {
-        return fail(ret_err, -errno, "%s: %s", vg->dir, strerror(errno));
+        return sm_fail(ret_err, -errno, "%s: %s", vg->dir, strerror(errno));
     }
     while ((e = readdir(d))) {
         if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
@@ -634,7 +625,7 @@ sim_vg_remove(struct vg *vg, char **ret_err)
     }
     closedir(d);
     if (rmdir(vg->dir)) {
-        return fail(ret_err, -errno, "%s: %s", vg->dir, strerror(errno));
+        return sm_fail(ret_err, -errno, "%s: %s", vg->dir, strerror(errno));
     }
     return 0;
 }
@@ -656,7 +647,7 @@ sim_lv_list(struct vg *vg, struct lv **ret_lvs, size_t *ret_n,
     }
     d = opendir(vg->dir);
     if (!d) {
-        rc = fail(ret_err, -errno, "%s: %s", vg->dir, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", vg->dir, strerror(errno));
         goto out;
     }
     while ((e = readdir(d))) {
@@ -752,9 +743,9 @@ sim_check_room(struct vg *vg, uint64_t more, char **ret_err)
     int rc = sim_vg_stat(vg, &size, &free_, NULL, ret_err);
 
     if (!rc && more > free_) {
-        rc = fail(ret_err, -ENOSPC, "Volume group \"%s\" has insufficient "
-                  "free space (%" PRIu64 " extents): %" PRIu64 " required.",
-                  vg->name, free_ / LVM_EXTENT, more / LVM_EXTENT);
+        rc = sm_fail(ret_err, -ENOSPC, "Volume group \"%s\" has insufficient "
+                     "free space (%" PRIu64 " extents): %" PRIu64 " required.",
+                     vg->name, free_ / LVM_EXTENT, more / LVM_EXTENT);
     }
     return rc;
 }
@@ -827,12 +818,12 @@ sim_lv_create(struct vg *vg, const char *name, uint64_t size,
 
     size = round_up(size, LVM_EXTENT);
     if (!sim_lv_name_ok(name)) {
-        rc = fail(ret_err, -EINVAL, "bad volume name %s", name);
+        rc = sm_fail(ret_err, -EINVAL, "bad volume name %s", name);
         goto out;
     }
     if (!access(path, F_OK)) {
-        rc = fail(ret_err, -EEXIST, "Logical volume \"%s\" already exists "
-                  "in volume group \"%s\"", name, vg->name);
+        rc = sm_fail(ret_err, -EEXIST, "Logical volume \"%s\" already exists "
+                     "in volume group \"%s\"", name, vg->name);
         goto out;
     }
     rc = sim_check_room(vg, size, ret_err);
@@ -847,7 +838,7 @@ sim_lv_create(struct vg *vg, const char *name, uint64_t size,
     }
     fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || ftruncate(fd, size) || rename(tmp, path)) {
-        rc = fail(ret_err, -errno, "%s: %s", path, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", path, strerror(errno));
         unlink(tmp);
     }
 out:
@@ -866,7 +857,7 @@ sim_lv_remove(struct vg *vg, const char *name, char **ret_err)
     int rc = 0;
 
     if (unlink(path)) {
-        rc = fail(ret_err, -errno, "%s: %s", path, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", path, strerror(errno));
     }
     free(path);
     return rc;
@@ -882,7 +873,7 @@ sim_lv_resize(struct vg *vg, const char *name, uint64_t size,
 
     size = round_up(size, LVM_EXTENT);
     if (stat(path, &st)) {
-        rc = fail(ret_err, -errno, "%s: %s", path, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", path, strerror(errno));
         goto out;
     }
     if ((uint64_t) st.st_size < size) {
@@ -890,7 +881,7 @@ sim_lv_resize(struct vg *vg, const char *name, uint64_t size,
                             ret_err);
     }
     if (!rc && truncate(path, size)) {
-        rc = fail(ret_err, -errno, "%s: %s", path, strerror(errno));
+        rc = sm_fail(ret_err, -errno, "%s: %s", path, strerror(errno));
     }
 out:
     free(path);
@@ -905,19 +896,19 @@ sim_lv_rename(struct vg *vg, const char *from, const char *to,
     int rc = 0;
 
     if (!sim_lv_name_ok(to)) {
-        rc = fail(ret_err, -EINVAL, "bad volume name %s", to);
+        rc = sm_fail(ret_err, -EINVAL, "bad volume name %s", to);
     } else if (!access(b, F_OK)) {
-        rc = fail(ret_err, -EEXIST, "Logical volume \"%s\" already exists",
-                  to);
+        rc = sm_fail(ret_err, -EEXIST, "Logical volume \"%s\" already exists",
+                     to);
     } else if (access(a, F_OK)) {
-        rc = fail(ret_err, -ENOENT, "Logical volume \"%s\" not found",
-                  from);
+        rc = sm_fail(ret_err, -ENOENT, "Logical volume \"%s\" not found",
+                     from);
     } else {
         /* Tags follow the volume; moving them first is harmless, since
          * tags of a missing volume are ignored. */
         rc = sim_set_tags(vg, from, NULL, false, to, ret_err);
         if (!rc && rename(a, b)) {
-            rc = fail(ret_err, -errno, "%s: %s", b, strerror(errno));
+            rc = sm_fail(ret_err, -errno, "%s: %s", b, strerror(errno));
         }
     }
     free(a);
@@ -939,8 +930,8 @@ sim_lv_activate(struct vg *vg, const char *name, char **ret_path,
     char *path = sim_lv_path(vg, name);
 
     if (access(path, F_OK)) {
-        int rc = fail(ret_err, -ENOENT, "Logical volume %s/%s not found",
-                      vg->name, name);
+        int rc = sm_fail(ret_err, -ENOENT, "Logical volume %s/%s not found",
+                         vg->name, name);
         free(path);
         return rc;
     }
@@ -985,10 +976,10 @@ vg_init(struct vg *vg, const char *sr_uuid, const struct sm_map *dc,
     memset(vg, 0, sizeof *vg);
     pthread_mutex_init(&vg->lock, NULL);
     if (!device || !*device) {
-        return fail(ret_err, -EINVAL, "device_config has no \"device\"");
+        return sm_fail(ret_err, -EINVAL, "device_config has no \"device\"");
     }
     if (!uuid_is_valid(sr_uuid)) {
-        return fail(ret_err, -EINVAL, "bad SR uuid %s", sr_uuid);
+        return sm_fail(ret_err, -EINVAL, "bad SR uuid %s", sr_uuid);
     }
     vg->name = xasprintf(VG_PREFIX "%s", sr_uuid);
     if (str_starts_with(device, "sim:")) {
@@ -1000,7 +991,7 @@ vg_init(struct vg *vg, const char *sr_uuid, const struct sm_map *dc,
             char *end;
             unsigned long long n = strtoull(size, &end, 10);
             if (*end || n < 4 * LVM_EXTENT) {
-                return fail(ret_err, -EINVAL, "bad size %s", size);
+                return sm_fail(ret_err, -EINVAL, "bad size %s", size);
             }
             vg->sim_capacity = n;
         }
@@ -1102,9 +1093,9 @@ need_room(struct sm_sr *sr, uint64_t more, char **ret_err)
     int rc = vg_free(sr, &free_, ret_err);
 
     if (!rc && round_up(more, LVM_EXTENT) > free_) {
-        rc = fail(ret_err, -ENOSPC, "SR %s needs %" PRIu64 " bytes, has %"
-                  PRIu64 " free", sr->uuid, round_up(more, LVM_EXTENT),
-                  free_);
+        rc = sm_fail(ret_err, -ENOSPC, "SR %s needs %" PRIu64 " bytes, has %"
+                     PRIu64 " free", sr->uuid, round_up(more, LVM_EXTENT),
+                     free_);
     }
     return rc;
 }
@@ -1138,6 +1129,24 @@ lv_rename(struct sm_sr *sr, const char *from, const char *to,
           char **ret_err)
 {
     return VG_CALL(sr, lv_rename, from, to, ret_err);
+}
+
+/* Removes volume name if it exists: recovery, which may run again after a
+ * crash, must not fail on what an earlier run already removed. */
+static int
+lv_remove_if_exists(struct sm_sr *sr, const char *name, char **ret_err)
+{
+    return lv_exists(sr, name) ? lv_remove(sr, name, ret_err) : 0;
+}
+
+/* Gives volume from the name to, removing whatever had that name. */
+static int
+lv_replace(struct sm_sr *sr, const char *from, const char *to,
+           char **ret_err)
+{
+    int rc = lv_remove_if_exists(sr, to, ret_err);
+
+    return rc ? rc : lv_rename(sr, from, to, ret_err);
 }
 
 static void
@@ -1260,6 +1269,22 @@ parent_uuid_from(const struct vhd_info *info, char *ret_uuid)
     }
 }
 
+/* Opens the image in volume name (activating it) with vhd_open_ex()
+ * flags. */
+static int
+image_open(struct sm_sr *sr, const char *name, unsigned flags,
+           struct vhd **ret_v, char **ret_err)
+{
+    char *path = NULL;
+    int rc = lv_path(sr, name, &path, ret_err);
+
+    if (!rc) {
+        rc = vhd_open_ex(path, flags, ret_v, ret_err);
+    }
+    free(path);
+    return rc;
+}
+
 /* Reads the image in volume name (activating it). */
 static int
 image_read(struct sm_sr *sr, const char *name, struct image *ret,
@@ -1269,23 +1294,20 @@ image_read(struct sm_sr *sr, const char *name, struct image *ret,
     struct vhd_info info;
     struct vhd *v = NULL;
     struct lv lv = { NULL, 0, NULL };
-    char *path = NULL;
     int rc;
 
     memset(&img, 0, sizeof img);
     memset(&info, 0, sizeof info);
     rc = lv_find(sr, name, &lv, ret_err);
     if (rc == -ENOENT) {
-        rc = fail(ret_err, -ENOENT, "no volume %s in SR %s", name, sr->uuid);
+        rc = sm_fail(ret_err, -ENOENT, "no volume %s in SR %s", name,
+                     sr->uuid);
     }
     if (rc) {
         goto out;
     }
-    rc = lv_path(sr, name, &path, ret_err);
-    if (!rc) {
-        rc = vhd_open_ex(path, VHD_OPEN_READ_ONLY | VHD_OPEN_CONTAINER, &v,
-                         ret_err);
-    }
+    rc = image_open(sr, name, VHD_OPEN_READ_ONLY | VHD_OPEN_CONTAINER, &v,
+                    ret_err);
     if (rc) {
         goto out;
     }
@@ -1312,9 +1334,7 @@ out:
     vhd_info_clear(&info);
     vhd_close(v);
     image_clear(&img);
-    free(lv.name);
-    free(lv.tags);
-    free(path);
+    lv_clear(&lv);
     return rc;
 }
 
@@ -1327,7 +1347,7 @@ inflate(struct sm_sr *sr, const char *name, uint64_t size, char **ret_err)
 {
     struct lv lv = { NULL, 0, NULL };
     struct vhd *v = NULL;
-    char *path = NULL, *journal = NULL;
+    char *journal = NULL;
     int rc;
 
     size = round_up(size, LVM_EXTENT);
@@ -1339,11 +1359,8 @@ inflate(struct sm_sr *sr, const char *name, uint64_t size, char **ret_err)
     if (rc) {
         goto out;
     }
-    rc = lv_path(sr, name, &path, ret_err);
-    if (!rc) {
-        /* Opened before the volume grows, while its end is the footer. */
-        rc = vhd_open_ex(path, VHD_OPEN_CONTAINER, &v, ret_err);
-    }
+    /* Opened before the volume grows, while its end is the footer. */
+    rc = image_open(sr, name, VHD_OPEN_CONTAINER, &v, ret_err);
     if (rc) {
         goto out;
     }
@@ -1369,9 +1386,7 @@ inflate(struct sm_sr *sr, const char *name, uint64_t size, char **ret_err)
     rc = lv_remove(sr, journal, ret_err);
 out:
     vhd_close(v);
-    free(lv.name);
-    free(lv.tags);
-    free(path);
+    lv_clear(&lv);
     free(journal);
     return rc;
 }
@@ -1385,17 +1400,13 @@ deflate(struct sm_sr *sr, const char *name, char **ret_err)
     struct lv lv = { NULL, 0, NULL };
     struct vhd_info info;
     struct vhd *v = NULL;
-    char *path = NULL;
     uint64_t size;
     int rc;
 
     memset(&info, 0, sizeof info);
     rc = lv_find(sr, name, &lv, ret_err);
     if (!rc) {
-        rc = lv_path(sr, name, &path, ret_err);
-    }
-    if (!rc) {
-        rc = vhd_open_ex(path, VHD_OPEN_CONTAINER, &v, ret_err);
+        rc = image_open(sr, name, VHD_OPEN_CONTAINER, &v, ret_err);
     }
     if (rc) {
         goto out;
@@ -1416,9 +1427,7 @@ deflate(struct sm_sr *sr, const char *name, char **ret_err)
 out:
     vhd_info_clear(&info);
     vhd_close(v);
-    free(lv.name);
-    free(lv.tags);
-    free(path);
+    lv_clear(&lv);
     return rc;
 }
 
@@ -1445,7 +1454,7 @@ chain_walk(struct sm_sr *sr, const char *name, int *ret_len, char **ret_err)
         struct image img;
 
         if (++len > VHD_MAX_CHAIN_DEPTH) {
-            rc = fail(ret_err, -ELOOP, "chain under %s is too deep", name);
+            rc = sm_fail(ret_err, -ELOOP, "chain under %s is too deep", name);
             break;
         }
         rc = image_read(sr, cur, &img, ret_err);
@@ -1502,21 +1511,16 @@ image_set_hidden(struct sm_sr *sr, const char *name, bool hidden,
                  char **ret_err)
 {
     struct vhd *v = NULL;
-    char *path = NULL;
-    int rc = lv_path(sr, name, &path, ret_err);
+    int rc = image_open(sr, name, VHD_OPEN_CONTAINER, &v, ret_err);
 
-    if (!rc) {
-        rc = vhd_open_ex(path, VHD_OPEN_CONTAINER, &v, ret_err);
-    }
     if (!rc) {
         rc = vhd_set_hidden(v, hidden);
         if (rc) {
-            fail(ret_err, rc, "%s: cannot set the hidden flag: %s", path,
-                 strerror(-rc));
+            sm_fail(ret_err, rc, "%s: cannot set the hidden flag: %s", name,
+                    strerror(-rc));
         }
     }
     vhd_close(v);
-    free(path);
     return rc;
 }
 
@@ -1548,17 +1552,12 @@ recover_clone(struct sm_sr *sr, const char *journal, char **ret_err)
             rc = deflate(sr, base, ret_err);
         } else {
             tmp = xasprintf(LV_NEW "%s", u[2]);
-            if (lv_exists(sr, tmp)) {
-                rc = lv_remove(sr, tmp, ret_err);
-            }
-            if (!rc && lv_exists(sr, child)) {
-                rc = lv_remove(sr, child, ret_err);
-            }
-            if (!rc && lv_exists(sr, leaf)) {
-                rc = lv_remove(sr, leaf, ret_err);
+            rc = lv_remove_if_exists(sr, tmp, ret_err);
+            if (!rc) {
+                rc = lv_remove_if_exists(sr, child, ret_err);
             }
             if (!rc) {
-                rc = lv_rename(sr, base, leaf, ret_err);
+                rc = lv_replace(sr, base, leaf, ret_err);
             }
         }
     }
@@ -1589,12 +1588,7 @@ recover_leaf(struct sm_sr *sr, const char *journal, char **ret_err)
     leaf = vhd_lv(u[0]);
     base = vhd_lv(u[1]);
     if (lv_exists(sr, base)) {
-        if (lv_exists(sr, leaf)) {
-            rc = lv_remove(sr, leaf, ret_err);
-        }
-        if (!rc) {
-            rc = lv_rename(sr, base, leaf, ret_err);
-        }
+        rc = lv_replace(sr, base, leaf, ret_err);
     }
     if (!rc && lv_exists(sr, leaf)) {
         rc = image_set_hidden(sr, leaf, false, ret_err);
@@ -1625,8 +1619,7 @@ recover_inflate(struct sm_sr *sr, const char *journal, char **ret_err)
     if (!rc) {
         rc = lv_remove(sr, journal, ret_err);
     }
-    free(lv.name);
-    free(lv.tags);
+    lv_clear(&lv);
     free(name);
     return rc;
 }
@@ -1713,8 +1706,8 @@ sr_create(const char *state_dir, const char *sr_uuid,
         goto out;
     }
     if (alloc && strcmp(alloc, "thin") && strcmp(alloc, "thick")) {
-        rc = fail(ret_err, -EINVAL, "allocation must be thin or thick, "
-                  "not %s", alloc);
+        rc = sm_fail(ret_err, -EINVAL, "allocation must be thin or thick, "
+                     "not %s", alloc);
         goto out;
     }
     rc = vg.be->device_vg(&vg, &old, ret_err);
@@ -1722,8 +1715,8 @@ sr_create(const char *state_dir, const char *sr_uuid,
         goto out;
     }
     if (old && !(force && !strcmp(force, "true"))) {
-        rc = fail(ret_err, -EEXIST, "%s already holds volume group %s",
-                  vg.device, old);
+        rc = sm_fail(ret_err, -EEXIST, "%s already holds volume group %s",
+                     vg.device, old);
         goto out;
     }
     rc = vg.be->vg_create(&vg, allocation_thin(alloc, false) ? TAG_THIN
@@ -1788,8 +1781,8 @@ sr_attach(const char *state_dir, const char *sr_uuid,
     snprintf(sr->uuid, sizeof sr->uuid, "%s", sr_uuid);
     rc = sr->vg.be->vg_stat(&sr->vg, &size, &free_, &tags, ret_err);
     if (rc == -ENOENT) {
-        rc = fail(ret_err, -ENOENT, "no volume group %s on %s",
-                  sr->vg.name, sr->vg.device);
+        rc = sm_fail(ret_err, -ENOENT, "no volume group %s on %s",
+                     sr->vg.name, sr->vg.device);
     }
     if (rc) {
         goto out;
@@ -1853,16 +1846,16 @@ leaf_read(struct sm_sr *sr, const char *location, struct image *ret,
     int rc;
 
     if (!location || !uuid_is_valid(location)) {
-        return fail(ret_err, -ENOENT, "no VDI %s in SR %s",
-                    location ? location : "(null)", sr->uuid);
+        return sm_fail(ret_err, -ENOENT, "no VDI %s in SR %s",
+                       location ? location : "(null)", sr->uuid);
     }
     name = vhd_lv(location);
     rc = image_read(sr, name, ret, ret_err);
     free(name);
     if (!rc && ret->hidden) {
         image_clear(ret);
-        rc = fail(ret_err, -ENOENT, "%s is a snapshot base, not a VDI",
-                  location);
+        rc = sm_fail(ret_err, -ENOENT, "%s is a snapshot base, not a VDI",
+                     location);
     }
     return rc;
 }
@@ -1886,7 +1879,7 @@ sr_vdi_introduce(struct sm_sr *sr, const char *uuid, const char *location,
                  struct sm_vdi_info *ret_info, char **ret_err)
 {
     if (!uuid || !location || strcmp(uuid, location)) {
-        return fail(ret_err, -EINVAL, "an LVHD VDI's location is its uuid");
+        return sm_fail(ret_err, -EINVAL, "an LVHD VDI's location is its uuid");
     }
     return sr_vdi_info(sr, location, ret_info, ret_err);
 }
@@ -2007,27 +2000,27 @@ sr_vdi_create(struct sm_sr *sr, const char *uuid, uint64_t virtual_size,
     int rc;
 
     if (!uuid || !uuid_is_valid(uuid)) {
-        return fail(ret_err, -EINVAL, "bad VDI uuid %s",
-                    uuid ? uuid : "(null)");
+        return sm_fail(ret_err, -EINVAL, "bad VDI uuid %s",
+                       uuid ? uuid : "(null)");
     }
     if (type && strcmp(type, "vhd")) {
-        return fail(ret_err, -EOPNOTSUPP, "LVHD SRs hold VHD images only, "
-                    "not %s", type);
+        return sm_fail(ret_err, -EOPNOTSUPP, "LVHD SRs hold VHD images only, "
+                       "not %s", type);
     }
     if (alloc && strcmp(alloc, "thin") && strcmp(alloc, "thick")) {
-        return fail(ret_err, -EINVAL, "allocation must be thin or thick, "
-                    "not %s", alloc);
+        return sm_fail(ret_err, -EINVAL, "allocation must be thin or thick, "
+                       "not %s", alloc);
     }
     virtual_size = round_up(virtual_size, 512);
     if (!virtual_size || virtual_size > LVHD_MAX_SIZE) {
-        return fail(ret_err, -EINVAL, "bad virtual size %" PRIu64,
-                    virtual_size);
+        return sm_fail(ret_err, -EINVAL, "bad virtual size %" PRIu64,
+                       virtual_size);
     }
     thin = allocation_thin(alloc, sr->thin_default);
     name = vhd_lv(uuid);
     if (lv_exists(sr, name)) {
-        rc = fail(ret_err, -EEXIST, "VDI %s exists in SR %s", uuid,
-                  sr->uuid);
+        rc = sm_fail(ret_err, -EEXIST, "VDI %s exists in SR %s", uuid,
+                     sr->uuid);
         goto out;
     }
     rc = image_create(sr, uuid, virtual_size, NULL, !thin, !thin, ret_err);
@@ -2049,7 +2042,7 @@ sr_vdi_destroy(struct sm_sr *sr, const char *location, char **ret_err)
         return rc;
     }
     if (is_attached(sr, location, NULL)) {
-        rc = fail(ret_err, -EBUSY, "VDI %s is attached", location);
+        rc = sm_fail(ret_err, -EBUSY, "VDI %s is attached", location);
     } else {
         /* One lvremove: a base that loses its last child is the garbage
          * collector's business. */
@@ -2083,8 +2076,8 @@ snapshot_or_clone(struct sm_sr *sr, const char *location,
 
     memset(&leaf, 0, sizeof leaf);
     if (!new_uuid || !uuid_is_valid(new_uuid)) {
-        return fail(ret_err, -EINVAL, "bad VDI uuid %s",
-                    new_uuid ? new_uuid : "(null)");
+        return sm_fail(ret_err, -EINVAL, "bad VDI uuid %s",
+                       new_uuid ? new_uuid : "(null)");
     }
     rc = leaf_read(sr, location, &leaf, ret_err);
     if (rc) {
@@ -2092,8 +2085,8 @@ snapshot_or_clone(struct sm_sr *sr, const char *location,
     }
     new_name = vhd_lv(new_uuid);
     if (lv_exists(sr, new_name)) {
-        rc = fail(ret_err, -EEXIST, "VDI %s exists in SR %s", new_uuid,
-                  sr->uuid);
+        rc = sm_fail(ret_err, -EEXIST, "VDI %s exists in SR %s", new_uuid,
+                     sr->uuid);
         goto out;
     }
     rc = chain_walk(sr, leaf.lv, &len, ret_err);
@@ -2101,8 +2094,8 @@ snapshot_or_clone(struct sm_sr *sr, const char *location,
         goto out;
     }
     if (len + 1 > SM_MAX_CHAIN_LENGTH) {
-        rc = fail(ret_err, -ELOOP, "The snapshot chain is too long: VDI %s "
-                  "has %d images", location, len);
+        rc = sm_fail(ret_err, -ELOOP, "The snapshot chain is too long: VDI %s "
+                     "has %d images", location, len);
         goto out;
     }
     attached = is_attached(sr, location, &rw);
@@ -2196,7 +2189,6 @@ sr_vdi_resize(struct sm_sr *sr, const char *location, uint64_t new_size,
 {
     struct image img;
     struct vhd *v = NULL;
-    char *path = NULL;
     uint64_t entries, target;
     bool rw = false;
     int rc;
@@ -2207,9 +2199,9 @@ sr_vdi_resize(struct sm_sr *sr, const char *location, uint64_t new_size,
     }
     new_size = round_up(new_size, 512);
     if (new_size < img.virtual_size || new_size > LVHD_MAX_SIZE) {
-        rc = fail(ret_err, -EINVAL, "cannot resize VDI %s from %" PRIu64
-                  " to %" PRIu64 " bytes", location, img.virtual_size,
-                  new_size);
+        rc = sm_fail(ret_err, -EINVAL, "cannot resize VDI %s from %" PRIu64
+                     " to %" PRIu64 " bytes", location, img.virtual_size,
+                     new_size);
         goto out;
     }
     /* The volume grows first: to hold every block of the new size if it
@@ -2227,10 +2219,7 @@ sr_vdi_resize(struct sm_sr *sr, const char *location, uint64_t new_size,
     }
     rc = inflate(sr, img.lv, target, ret_err);
     if (!rc) {
-        rc = lv_path(sr, img.lv, &path, ret_err);
-    }
-    if (!rc) {
-        rc = vhd_open_ex(path, VHD_OPEN_CONTAINER, &v, ret_err);
+        rc = image_open(sr, img.lv, VHD_OPEN_CONTAINER, &v, ret_err);
     }
     if (!rc) {
         rc = vhd_resize(v, new_size, ret_err);
@@ -2245,7 +2234,6 @@ sr_vdi_resize(struct sm_sr *sr, const char *location, uint64_t new_size,
     }
 out:
     image_clear(&img);
-    free(path);
     return rc;
 }
 
@@ -2268,11 +2256,9 @@ finish_data_destroy(struct sm_sr *sr, const char *journal, char **ret_err)
     }
     name = vhd_lv(u[0]);
     tmp = xasprintf(LV_NEW "%s", u[0]);
-    if (lv_exists(sr, tmp)) {
-        rc = lv_remove(sr, tmp, ret_err);
-    }
-    if (!rc && lv_exists(sr, name)) {
-        rc = lv_remove(sr, name, ret_err);
+    rc = lv_remove_if_exists(sr, tmp, ret_err);
+    if (!rc) {
+        rc = lv_remove_if_exists(sr, name, ret_err);
     }
     if (!rc) {
         crash_point("data-destroy-removed");
@@ -2302,7 +2288,7 @@ sr_vdi_data_destroy(struct sm_sr *sr, const char *location, char **ret_err)
         return rc;
     }
     if (is_attached(sr, location, NULL)) {
-        rc = fail(ret_err, -EBUSY, "VDI %s is attached", location);
+        rc = sm_fail(ret_err, -EBUSY, "VDI %s is attached", location);
         goto out;
     }
     journal = xasprintf("%s%s_%" PRIu64, img.thick ? J_DATA_THICK
@@ -2456,20 +2442,13 @@ catalog_read(struct sm_sr *sr, struct catalog *c, char **ret_err)
     return rc;
 }
 
-static bool
-hooks_attached(const struct sm_gc_hooks *hooks, const char *uuid)
-{
-    return hooks && hooks->is_attached && hooks->is_attached(hooks->aux,
-                                                             uuid);
-}
-
 /* Quiesces the data path of a VDI the GC is about to change.  A VDI this
  * SR attached but the caller cannot pause is skipped too: -EAGAIN, which
  * gc_step() takes as "leave this one for later". */
 static int
 gc_pause(struct sm_sr *sr, const struct sm_gc_hooks *hooks, const char *uuid)
 {
-    if (hooks_attached(hooks, uuid) && hooks->pause) {
+    if (sm_gc_hooks_attached(hooks, uuid) && hooks->pause) {
         return hooks->pause(hooks->aux, uuid) ? -EAGAIN : 0;
     }
     return is_attached(sr, uuid, NULL) ? -EAGAIN : 0;
@@ -2478,7 +2457,7 @@ gc_pause(struct sm_sr *sr, const struct sm_gc_hooks *hooks, const char *uuid)
 static void
 hooks_unpause(const struct sm_gc_hooks *hooks, const char *uuid)
 {
-    if (hooks_attached(hooks, uuid) && hooks->unpause) {
+    if (sm_gc_hooks_attached(hooks, uuid) && hooks->unpause) {
         hooks->unpause(hooks->aux, uuid);
     }
 }
@@ -2529,7 +2508,6 @@ finish_base_merge(struct sm_sr *sr, const char *c_uuid, const char *p_uuid,
     for (size_t g = 0; !rc && p_path && g < c.n; g++) {
         struct image *gi = &c.images[g];
         struct vhd *v = NULL;
-        char *path = NULL;
         bool rw = false;
 
         if (strcmp(gi->parent, c_uuid)) {
@@ -2545,16 +2523,12 @@ finish_base_merge(struct sm_sr *sr, const char *c_uuid, const char *p_uuid,
         rc = inflate(sr, gi->lv, MAX(gi->lv_size, gi->data_end
                                      + LOCATOR_ROOM + 512), ret_err);
         if (!rc) {
-            rc = lv_path(sr, gi->lv, &path, ret_err);
-        }
-        if (!rc) {
-            rc = vhd_open_ex(path, VHD_OPEN_CONTAINER, &v, ret_err);
+            rc = image_open(sr, gi->lv, VHD_OPEN_CONTAINER, &v, ret_err);
         }
         if (!rc) {
             rc = vhd_set_parent(v, p_path, ret_err);
         }
         vhd_close(v);
-        free(path);
         if (!gi->hidden) {
             hooks_unpause(hooks, gi->uuid);
         }
@@ -2793,13 +2767,6 @@ out:
 
 /* ---- the SM record ---- */
 
-static const char *const sm_lvm_capabilities[] = {
-    "SR_PROBE", "SR_UPDATE", "VDI_CREATE", "VDI_DELETE", "VDI_ATTACH",
-    "VDI_DETACH", "VDI_RESIZE", "VDI_CLONE", "VDI_SNAPSHOT",
-    "VDI_INTRODUCE", "VDI_UPDATE", "ATOMIC_PAUSE", "THIN_PROVISIONING",
-    NULL,
-};
-
 static const struct sm_kv sm_lvm_configuration[] = {
     { "device", "the block device to hold the volume group (a physical "
                 "volume is made on it); \"sim:DIR\" simulates one in DIR" },
@@ -2820,7 +2787,7 @@ const struct sm_driver sm_lvm_driver = {
     .copyright = "(C) the xapi-c authors",
     .version = "1.0",
     .required_api_version = "1.0",
-    .capabilities = sm_lvm_capabilities,
+    .capabilities = sm_vhd_capabilities,
     .configuration = sm_lvm_configuration,
     .content_type = "user",
     .shared = false,

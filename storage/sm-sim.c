@@ -16,10 +16,10 @@
 #include <config.h>
 
 #include "sm.h"
+#include "sm-int.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -60,22 +60,6 @@ struct sim_sr {
 static pthread_mutex_t sim_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sim_sr *sim_srs;
 
-static int PRINTF_FMT(3, 4)
-fail(char **ret_err, int rc, const char *fmt, ...)
-{
-    struct ds ds = DS_EMPTY;
-    va_list ap;
-
-    va_start(ap, fmt);
-    ds_put_vfmt(&ds, fmt, ap);
-    va_end(ap);
-    if (ret_err) {
-        *ret_err = ds_steal(&ds);
-    }
-    ds_destroy(&ds);
-    return rc;
-}
-
 static int
 sim_parse(const struct sm_map *device_config, struct sim_config *ret,
           char **ret_err)
@@ -88,15 +72,15 @@ sim_parse(const struct sm_map *device_config, struct sim_config *ret,
 
     if (size && size[0]) {
         if (str_to_int64(size, &v) || v <= 0) {
-            return fail(ret_err, -EINVAL, "device_config:size must be a "
-                        "positive number of bytes");
+            return sm_fail(ret_err, -EINVAL, "device_config:size must be a "
+                           "positive number of bytes");
         }
         c.size = v;
     }
     if (slow && slow[0]) {
         if (str_to_int64(slow, &v) || v < 0 || v > 600000) {
-            return fail(ret_err, -EINVAL, "device_config:slow must be "
-                        "milliseconds");
+            return sm_fail(ret_err, -EINVAL, "device_config:slow must be "
+                           "milliseconds");
         }
         c.slow_ms = v;
     }
@@ -114,8 +98,8 @@ sim_parse(const struct sm_map *device_config, struct sim_config *ret,
                 }
             }
             if (i == SIM_N_OPS) {
-                int rc = fail(ret_err, -EINVAL, "device_config:fail: "
-                              "unknown operation \"%s\"", op);
+                int rc = sm_fail(ret_err, -EINVAL, "device_config:fail: "
+                                 "unknown operation \"%s\"", op);
 
                 free(copy);
                 return rc;
@@ -195,8 +179,8 @@ sim_enter(struct sm_sr *sr, enum sim_op op, bool metadata,
         *ret_config = c;
     }
     if (op < SIM_N_OPS && (c.fail & (1u << op))) {
-        return fail(ret_err, -EIO, "simulated failure of %s",
-                    sim_op_names[op]);
+        return sm_fail(ret_err, -EIO, "simulated failure of %s",
+                       sim_op_names[op]);
     }
     return 0;
 }
@@ -238,10 +222,10 @@ sim_check_space(struct sm_sr *sr, const struct sim_config *c, uint64_t more,
         return rc;
     }
     if (used + more > c->size || used + more < used) {
-        return fail(ret_err, -ENOSPC, "simulated SR full: %llu bytes "
-                    "needed, %llu free", (unsigned long long) more,
-                    (unsigned long long) (c->size > used ? c->size - used
-                                          : 0));
+        return sm_fail(ret_err, -ENOSPC, "simulated SR full: %llu bytes "
+                       "needed, %llu free", (unsigned long long) more,
+                       (unsigned long long) (c->size > used ? c->size - used
+                                             : 0));
     }
     return 0;
 }
@@ -275,7 +259,7 @@ sim_create(const char *state_dir, const char *sr_uuid,
     }
     sim_sleep(c.slow_ms);
     if (c.fail & (1u << SIM_CREATE)) {
-        return fail(ret_err, -EIO, "simulated failure of create");
+        return sm_fail(ret_err, -EIO, "simulated failure of create");
     }
     sim_map_init(&m, state_dir, sr_uuid, device_config);
     rc = sm_file_driver.create(state_dir, sr_uuid, &m.map, physical_size,
@@ -313,7 +297,7 @@ sim_attach(const char *state_dir, const char *sr_uuid,
         return rc;
     }
     if (c.fail & (1u << SIM_ATTACH)) {
-        return fail(ret_err, -EIO, "simulated failure of attach");
+        return sm_fail(ret_err, -EIO, "simulated failure of attach");
     }
     sim_map_init(&m, state_dir, sr_uuid, device_config);
     rc = sm_file_driver.attach(state_dir, sr_uuid, &m.map, &sr, ret_err);
@@ -557,8 +541,8 @@ const struct sm_driver sm_sim_driver = {
     .name_label = "Simulated storage",
     .name_description = "SR plugin for tests: a directory of VHD files "
                         "with simulated size limits, failures and delays",
-    .vendor = "Open Xen toolstack project",
-    .copyright = "(C) the Open Xen toolstack authors",
+    .vendor = SM_VENDOR,
+    .copyright = SM_COPYRIGHT,
     .version = "1.0",
     .required_api_version = "1.0",
     .capabilities = sim_capabilities,

@@ -1,21 +1,25 @@
 /* sm.c — the SR driver registry and the helpers every driver shares
  * (storage/sm.h): maps, VDI infos, attachments, running helper programs
  * (mount, mkfs, showmount...) and the crash points that the crash-safety
- * tests use to kill a driver between two steps of an operation.
+ * tests use to kill a driver between two steps of an operation; and the
+ * drivers' internal helpers (storage/sm-int.h).
  *
  * The drivers themselves live in sm-file.c (file, ext, nfs), sm-iso.c,
  * sm-lvm.c and sm-sim.c. */
 #include <config.h>
 
 #include "sm.h"
+#include "sm-int.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -119,6 +123,106 @@ sm_crash_point(const char *name)
     if (at && !strcmp(at, name)) {
         _exit(137);
     }
+}
+
+/* ---- the drivers' internal helpers (sm-int.h) ---- */
+
+const char *const sm_vhd_capabilities[] = {
+    "SR_PROBE", "SR_UPDATE", "VDI_CREATE", "VDI_DELETE", "VDI_ATTACH",
+    "VDI_DETACH", "VDI_RESIZE", "VDI_CLONE", "VDI_SNAPSHOT",
+    "VDI_INTRODUCE", "VDI_UPDATE", "ATOMIC_PAUSE", "THIN_PROVISIONING",
+    NULL
+};
+
+int
+sm_fail(char **ret_err, int rc, const char *fmt, ...)
+{
+    if (ret_err) {
+        struct ds ds = DS_EMPTY;
+        va_list ap;
+
+        va_start(ap, fmt);
+        ds_put_vfmt(&ds, fmt, ap);
+        va_end(ap);
+        free(*ret_err);
+        *ret_err = ds_steal(&ds);
+    }
+    return rc;
+}
+
+int
+sm_mkdir_p(const char *path, mode_t mode)
+{
+    char *copy = xstrdup(path);
+    int rc = 0;
+
+    for (char *p = copy + 1; ; p++) {
+        if (*p == '/' || !*p) {
+            char c = *p;
+
+            *p = '\0';
+            if (mkdir(copy, mode) && errno != EEXIST) {
+                rc = -errno;
+                break;
+            }
+            *p = c;
+            if (!c) {
+                break;
+            }
+        }
+    }
+    free(copy);
+    return rc;
+}
+
+int
+sm_stat_filesystem(const char *dir, struct sm_sr_stat *ret_stat,
+                   char **ret_err)
+{
+    struct statvfs vfs;
+
+    if (statvfs(dir, &vfs)) {
+        return sm_fail(ret_err, -errno, "%s: %s", dir, strerror(errno));
+    }
+    ret_stat->physical_size = (uint64_t) vfs.f_blocks * vfs.f_frsize;
+    ret_stat->physical_utilisation = (uint64_t) (vfs.f_blocks - vfs.f_bfree)
+                                     * vfs.f_frsize;
+    ret_stat->free_space = (uint64_t) vfs.f_bavail * vfs.f_frsize;
+    return 0;
+}
+
+int
+sm_mount(const char *type, const char *options, const char *source,
+         const char *mount_point, char **ret_err)
+{
+    const char *argv[] = { "mount", "-t", type, "-o", options, source,
+                           mount_point, NULL };
+    int rc;
+
+    rc = sm_mkdir_p(mount_point, 0755);
+    if (rc) {
+        return sm_fail(ret_err, rc, "%s: %s", mount_point, strerror(-rc));
+    }
+    return sm_run(argv, NULL, ret_err);
+}
+
+void
+sm_umount(const char *mount_point)
+{
+    const char *argv[] = { "umount", mount_point, NULL };
+    char *err = NULL;
+
+    if (sm_run(argv, NULL, &err)) {
+        LOG_WARN("%s", err);
+    }
+    free(err);
+}
+
+bool
+sm_gc_hooks_attached(const struct sm_gc_hooks *hooks, const char *vdi_uuid)
+{
+    return hooks && hooks->is_attached
+           && hooks->is_attached(hooks->aux, vdi_uuid);
 }
 
 /* ---- running helper programs ---- */
