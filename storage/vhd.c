@@ -3247,3 +3247,64 @@ blockdev_open_vhd(const char *leaf, bool read_only, struct blockdev **ret_dev,
     *ret_dev = &bd->up;
     return 0;
 }
+
+/* ---- writing a block's data around the library ---- */
+
+int
+blockdev_vhd_map_write(struct blockdev *dev, uint64_t offset, uint64_t len,
+                       int *ret_fd, uint64_t *ret_file_offset,
+                       uint64_t *ret_len)
+{
+    static const uint8_t zero_sector[SECTOR];
+    struct vhd *v;
+    uint64_t in;
+    uint32_t blk, s0, n;
+    uint8_t *bm;
+    int rc;
+
+    if (dev->ops != &vhd_blockdev_ops) {
+        return -EOPNOTSUPP;
+    }
+    v = bd_vhd(dev);
+    if (v->read_only) {
+        return -EROFS;
+    }
+    rc = check_range(v, offset, len);
+    if (rc || !len) {
+        return rc ? rc : -EINVAL;
+    }
+    if (v->type == VHD_TYPE_FIXED) {
+        in = offset;
+    } else {
+        blk = offset >> v->block_shift;
+        in = offset & (v->block_size - 1);
+        len = MIN(len, v->block_size - in);
+        s0 = in / SECTOR;
+        n = len / SECTOR;
+        /* Allocating with one zero sector keeps alloc_block()'s rules
+         * (room below the footer is cleared, the footer moves first);
+         * the caller writes every sector of the range afterwards. */
+        if (v->bat[blk] == BAT_UNUSED) {
+            rc = alloc_block(v, blk, s0, 1, zero_sector);
+            if (rc) {
+                return rc;
+            }
+        }
+        rc = get_bitmap(v, blk, &bm);
+        if (rc) {
+            return rc;
+        }
+        /* Only in memory until the next vhd_flush(), which syncs the
+         * data first: the bits never reach the disk before the data. */
+        if (run_end(bm, s0, s0 + n, true) < s0 + n) {
+            bits_set(bm, s0, s0 + n);
+            mark_bitmap_dirty(v, blk);
+        }
+        in += (uint64_t) v->bat[blk] * SECTOR + v->bitmap_size;
+    }
+    v->data_dirty = true;
+    *ret_fd = v->fd;
+    *ret_file_offset = in;
+    *ret_len = len;
+    return 0;
+}

@@ -216,4 +216,17 @@ int vhd_export_raw(struct vhd *vhd, int fd, vhd_progress_fn *progress,
 int blockdev_open_vhd(const char *leaf, bool read_only,
                       struct blockdev **ret_dev, char **ret_err);
 
+/* For writers that move data with the kernel (splice() from a socket):
+ * makes the sectors [offset, offset + *ret_len) of the leaf of dev (a
+ * device from blockdev_open_vhd(), open read-write) count as written,
+ * allocating their block, and returns the file descriptor and file offset
+ * where their data goes.  *ret_len is len clipped to the end of the block.
+ * The caller must then write every byte of that range at that offset on
+ * that descriptor before it uses dev again; the device's flush makes them
+ * durable as if vhd_write() had written them.  offset and len must be
+ * multiples of 512.  Returns -EOPNOTSUPP for any other kind of device. */
+int blockdev_vhd_map_write(struct blockdev *dev, uint64_t offset,
+                           uint64_t len, int *ret_fd,
+                           uint64_t *ret_file_offset, uint64_t *ret_len);
+
 #endif
