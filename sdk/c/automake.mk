@@ -1,6 +1,6 @@
 # sdk/c/ — the C SDK, libxenserver, in the shape of XenServer's: headers
 # and most code generated from idl/ by idl/gen-c-sdk.py into the build
-# tree (sdk/c/include/xen/api/, sdk/c/xen-gen.c); the hand-written core
+# tree (sdk/c/include/xen/api/, sdk/c/xen-gen*); the hand-written core
 # (xen-common.c) uses lib/'s value type and XML-RPC codec, compiled into
 # the library.  Builds sdk/c/libxenserver.so (exporting only xen_*
 # symbols), sdk/c/libxenserver.a (the same, other symbols localized),
@@ -8,8 +8,12 @@
 SDK_C_SOVERSION = 1
 SDK_C_HEADERS_DIR = sdk/c/include/xen/api
 
-BUILT_SOURCES += sdk/c/xen-gen.c $(SDK_C_HEADERS_DIR)/xen_all.h
-CLEANFILES += sdk/c/xen-gen.c sdk/c/gen.stamp sdk/c/libxenserver.so \
+SDK_C_GEN_SOURCES = sdk/c/xen-gen.h sdk/c/xen-gen.c sdk/c/xen-gen-0.c \
+	sdk/c/xen-gen-1.c sdk/c/xen-gen-2.c sdk/c/xen-gen-3.c sdk/c/xen-gen-4.c \
+	sdk/c/xen-gen-5.c sdk/c/xen-gen-6.c sdk/c/xen-gen-7.c
+
+BUILT_SOURCES += $(SDK_C_GEN_SOURCES) $(SDK_C_HEADERS_DIR)/xen_all.h
+CLEANFILES += $(SDK_C_GEN_SOURCES) sdk/c/gen.stamp sdk/c/libxenserver.so \
 	sdk/c/libxenserver.so.$(SDK_C_SOVERSION) sdk/c/libxenserver.a \
 	sdk/c/libxenserver-all.o sdk/c/xenserver.pc
 EXTRA_DIST += idl/gen-c-sdk.py sdk/c/libxenserver.map sdk/c/xenserver.pc.in \
@@ -18,7 +22,7 @@ EXTRA_DIST += idl/gen-c-sdk.py sdk/c/libxenserver.map sdk/c/xenserver.pc.in \
 sdk/c/gen.stamp: $(IDL_FILES) $(srcdir)/idl/idl.py $(srcdir)/idl/gen-c-sdk.py
 	@$(MKDIR_P) sdk/c
 	$(AM_V_GEN)$(PYTHON) $(srcdir)/idl/gen-c-sdk.py sdk/c && touch $@
-sdk/c/xen-gen.c $(SDK_C_HEADERS_DIR)/xen_all.h: sdk/c/gen.stamp
+$(SDK_C_GEN_SOURCES) $(SDK_C_HEADERS_DIR)/xen_all.h: sdk/c/gen.stamp
 
 # The objects of both libraries, position-independent.  lib/ sources are
 # compiled again here (with -fPIC), not copied.
@@ -26,9 +30,9 @@ noinst_LIBRARIES += sdk/c/libxenserver-pic.a
 sdk_c_libxenserver_pic_a_SOURCES = sdk/c/xen-common.c sdk/c/xen-internal.h \
 	sdk/c/include/xen/api/xen_common.h \
 	lib/util.c lib/value.c lib/xmlrpc.c
-nodist_sdk_c_libxenserver_pic_a_SOURCES = sdk/c/xen-gen.c
+nodist_sdk_c_libxenserver_pic_a_SOURCES = $(SDK_C_GEN_SOURCES)
 sdk_c_libxenserver_pic_a_CPPFLAGS = $(AM_CPPFLAGS) -I$(srcdir)/sdk/c \
-	-I$(srcdir)/sdk/c/include -Isdk/c/include
+	-I$(srcdir)/sdk/c/include -Isdk/c -Isdk/c/include
 sdk_c_libxenserver_pic_a_CFLAGS = $(AM_CFLAGS) -fPIC
 SDK_C_OBJECTS = $(sdk_c_libxenserver_pic_a_OBJECTS)
 
