@@ -1576,7 +1576,10 @@ listener_open_unix(struct listener *l, const char *path, char **ret_err)
         *ret_err = xasprintf("%s: socket: %s", path, strerror(errno));
         goto out;
     }
+    /* Only the daemon's user may connect: the daemon trusts the local
+     * superuser on this socket without a password (session.c). */
     if (bind(fd, (struct sockaddr *) &sun, sizeof sun) < 0
+        || chmod(path, 0600) < 0
         || listen(fd, SOMAXCONN) < 0) {
         rc = -errno;
         *ret_err = xasprintf("%s: %s", path, strerror(errno));

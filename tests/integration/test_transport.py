@@ -18,8 +18,8 @@ import subprocess
 import time
 import warnings
 
-from xapitest import (Client, Daemon, finish_daemon, http_request,
-                      parse_xmlrpc_response, start_or_bail, tap,
+from xapitest import (Client, Daemon, expect_error, finish_daemon,
+                      http_request, parse_xmlrpc_response, start_or_bail, tap,
                       unverified_context, xmlrpc_body)
 
 warnings.simplefilter('ignore', DeprecationWarning)
@@ -274,6 +274,19 @@ try:
         # sessions are shared between transports
         assert c.pool.get_all(us) == u.pool.get_all(s)
         u.session.logout(us)
+
+    @tap.test('test_local_root_needs_no_password_on_the_unix_socket')
+    def _():
+        # As on XenServer: only root can connect to the socket (mode 0600),
+        # and xe or XenAPI.xapi_local() log in there without a password.
+        mode = stat.S_IMODE(os.stat(d.unix_path).st_mode)
+        assert mode == 0o600, oct(mode)
+        u = d.unix_client()
+        us = u.session.login_with_password('root', 'not-the-password')
+        assert u.pool.get_all(us) == c.pool.get_all(s)
+        u.session.logout(us)
+        expect_error(lambda: c.session.login_with_password(
+            'root', 'not-the-password'), 'SESSION_AUTHENTICATION_FAILED')
 
     @tap.test('test_jsonrpc_over_the_unix_socket')
     def _():
