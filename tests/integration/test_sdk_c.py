@@ -17,8 +17,8 @@ import subprocess
 import tempfile
 import time
 
-from xapitest import (BUILD, TOP, Daemon, SANITIZER_PATTERNS, check,
-                      finish_daemon, start_or_bail, tap)
+from xapitest import (BUILD, TOP, Daemon, SANITIZER_PATTERNS, Skip, check,
+                      finish_daemon, load_idl, start_or_bail, tap)
 
 EXAMPLES = os.path.join(BUILD, 'sdk', 'c', 'examples')
 LIST_VMS = os.path.join(EXAMPLES, 'list-vms')
@@ -56,6 +56,40 @@ def san_cflags():
     except OSError:
         pass
     return []
+
+
+
+
+@tap.test('test_library_exports_a_function_for_every_api_message')
+def _():
+    lib = os.path.join(BUILD, 'sdk', 'c', 'libxenserver.so')
+    if not shutil.which('nm'):
+        raise Skip('nm (binutils) not found')
+    p = run(['nm', '-D', '--defined-only', lib])
+    assert p.returncode == 0, p.stderr
+    # Names carry their version: xen_vm_start@@XENSERVER_1.
+    exported = {l.split()[-1].split('@')[0] for l in p.stdout.splitlines()
+                if l.strip()}
+    assert all(n.startswith('xen_') or n.startswith('XENSERVER_')
+               for n in exported), sorted(n for n in exported
+                                          if not n.startswith('xen_'))[:20]
+    low = lambda n: re.sub(r'[^a-z0-9_]', '_', n.lower())
+    want, n_async = set(), 0
+    for cls in load_idl().classes:
+        if cls.lifecycle == 'removed':
+            continue
+        for m in cls.messages:
+            if m.hidden or m.lifecycle == 'removed':
+                continue
+            name = 'xen_%s_%s' % (low(cls.name), low(m.name))
+            want.add(name)
+            if m.async_:
+                want.add(name + '_async')
+                n_async += 1
+    missing = sorted(want - exported)
+    print('# %d message functions (%d async variants) exported'
+          % (len(want & exported), n_async))
+    assert not missing, missing[:20]
 
 
 if not all(os.access(p, os.X_OK) for p in (LIST_VMS, START_VM, WATCH_EVENTS)):
