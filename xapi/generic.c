@@ -275,6 +275,20 @@ where_get_field(void *aux, const char *name, struct ds *out)
     struct where_ctx *w = aux;
     int f = api_field_find(w->row->cls, name);
 
+    if (f < 0 && strstr(name, "__")) {
+        /* XenServer's queries name fields by their database columns,
+         * where a namespace is joined with "__" ("name__label",
+         * "PV__kernel"); the API joins it with "_". */
+        struct ds api = DS_EMPTY;
+        for (const char *p = name; *p; p++) {
+            ds_put_char(&api, *p);
+            if (p[0] == '_' && p[1] == '_') {
+                p++;
+            }
+        }
+        f = api_field_find(w->row->cls, ds_cstr(&api));
+        ds_destroy(&api);
+    }
     if (f < 0) {
         return false;
     }

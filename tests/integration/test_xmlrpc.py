@@ -348,6 +348,18 @@ try:
         r = c.VM.get_all_records_where(s, 'field "is_control_domain" = "false"')
         assert dom0 not in r
 
+    @tap.test('test_get_all_records_where_database_column_names')
+    def _():
+        # XenServer's scripts name namespaced fields as its database does.
+        label = c.VM.get_name_label(s, dom0)
+        r = c.VM.get_all_records_where(s, 'field "name__label" = "%s"'
+                                       % label)
+        assert dom0 in r, list(r)
+        r = c.VM.get_all_records_where(s, 'field "is_control_domain" = '
+                                       '"true" and field "memory__static_max"'
+                                       ' = "%s"' % r[dom0]['memory_static_max'])
+        assert list(r) == [dom0], list(r)
+
     @tap.test('test_get_all_records_where_and_or_not')
     def _():
         q = c.VM.get_all_records_where
