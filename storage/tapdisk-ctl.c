@@ -558,6 +558,21 @@ tapdisk_stop(struct tapdisk *t)
     tapdisk_free(t);
 }
 
+void
+tapdisk_release(struct tapdisk *t)
+{
+    if (!t) {
+        return;
+    }
+    /* Waits for a pause or unpause in progress in another thread, so the
+     * server is not left paused by a half-finished command. */
+    pthread_mutex_lock(&t->mutex);
+    pthread_mutex_unlock(&t->mutex);
+    /* Closing ctl_fd is the whole message: the server reads end of file
+     * on its control channel and keeps serving. */
+    tapdisk_free(t);
+}
+
 pid_t
 tapdisk_pid(const struct tapdisk *t)
 {

@@ -48,6 +48,12 @@ int tapdisk_unpause(struct tapdisk *t, char **ret_err);
 /* Asks it to exit (SIGTERM: in-flight requests finish, the image is
  * flushed), waits up to 10 s, then kills it.  Accepts NULL. */
 void tapdisk_stop(struct tapdisk *t);
+/* Lets go of it without stopping it (the daemon shutting down while a
+ * guest still uses the disk): closes the control channel, which the
+ * server takes as the daemon being gone and serves on, and frees the
+ * handle.  The process is neither signalled nor reaped; it can still be
+ * found by its pid (a restarted daemon adopts it).  Accepts NULL. */
+void tapdisk_release(struct tapdisk *t);
 
 pid_t tapdisk_pid(const struct tapdisk *t);
 const char *tapdisk_socket(const struct tapdisk *t);

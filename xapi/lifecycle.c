@@ -489,21 +489,9 @@ attach_disks(struct api_ctx *ctx, const char *vm_ref,
         struct db_row *b, *vr;
         int rc;
 
+        /* No retry: storage.c makes an attach wait for a GC step that
+         * may hold the image open, so every failure here is final. */
         rc = storage_vbd_attach(ctx->x, v->ref, &target, &format, &err);
-        /* A block server that cannot open its image may have met the
-         * SR's garbage collector relinking the chain under it (it briefly
-         * holds the image open for writing): try again for a moment, as
-         * XenServer retries a busy SR.  Errors that say what is wrong
-         * (the disk is used elsewhere, read-only, missing, its SR not
-         * plugged) are final. */
-        for (int tries = 0; rc && rc != -EBUSY && rc != -EROFS
-                            && rc != -ENODEV && rc != -ENOENT && tries < 10;
-             tries++) {
-            free(err);
-            err = NULL;
-            usleep(200 * 1000);
-            rc = storage_vbd_attach(ctx->x, v->ref, &target, &format, &err);
-        }
         if (!rc) {
             free(v->target);
             free(v->format);
@@ -534,6 +522,10 @@ attach_disks(struct api_ctx *ctx, const char *vm_ref,
             return api_fail(ctx, ERR_VDI_READONLY, vdi);
         case -ENODEV:
             return api_fail(ctx, ERR_SR_NOT_ATTACHED, sr);
+        case -ENOENT:
+            /* The image is gone from the storage (or the VBD names no
+             * VDI): XenAPI's VDI_MISSING [sr, vdi]. */
+            return api_fail(ctx, ERR_VDI_MISSING, sr, vdi);
         default:
             return api_fail(ctx, ERR_VM_REQUIRES_VDI, vm_ref, vdi);
         }

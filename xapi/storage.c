@@ -72,9 +72,12 @@ struct blk {
     int paused;                 /* nesting of pauses */
 };
 
+/* A mark on a VDI in one of the lists of st below; owner tells whose it
+ * is where several holders may mark the same VDI. */
 struct changing {
     struct changing *next;
     char vdi_uuid[40];
+    const void *owner;
 };
 
 static struct {
@@ -89,6 +92,17 @@ static struct {
      * resize, a GC swap): their block servers stay paused, and no new one
      * starts, until the change is over. */
     struct changing *changing;
+    /* VDIs that the running GC step of an SR found idle and may now hold
+     * open for writing while it relinks their chain (owner: the step's
+     * struct gc_run).  A block server or a storage_vdi_open() of such a
+     * VDI waits until the step is over, as it would find the image locked
+     * for writing; and since none can start, the step's view that the VDI
+     * is idle stays true. */
+    struct changing *gc_claims;
+    /* VDIs open through storage_vdi_open() (owner: the handle).  The GC
+     * leaves their chains alone: it cannot pause such a reader or writer
+     * the way it pauses a block server. */
+    struct changing *opened;
     struct xapi *x;
     pthread_t gc_thread;
     bool gc_started;
@@ -777,16 +791,26 @@ ops_remove(struct db_txn *txn, int cls, const char *ref, int field,
 }
 
 /* Whether a block server of this host serves the VDI (read-write only
- * when rw_only). */
+ * when rw_only); blk_mu is held. */
+static bool
+blk_serves_locked(const char *vdi_uuid, bool rw_only)
+{
+    for (struct blk *b = st.blks; b; b = b->next) {
+        if (!strcmp(b->vdi_uuid, vdi_uuid) && (!rw_only || b->read_write)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The same, taking blk_mu. */
 static bool
 blk_serves(const char *vdi_uuid, bool rw_only)
 {
-    bool found = false;
+    bool found;
 
     pthread_mutex_lock(&st.blk_mu);
-    for (struct blk *b = st.blks; b && !found; b = b->next) {
-        found = !strcmp(b->vdi_uuid, vdi_uuid) && (!rw_only || b->read_write);
-    }
+    found = blk_serves_locked(vdi_uuid, rw_only);
     pthread_mutex_unlock(&st.blk_mu);
     return found;
 }
@@ -1302,40 +1326,80 @@ blk_pause_vdi(const char *vdi_uuid, bool pause, char **ret_err)
     return rc;
 }
 
+/* Whether list holds a mark of the VDI (vdi_uuid NULL: any VDI) by owner
+ * (NULL: anyone); blk_mu is held, as for the other mark helpers. */
 static bool
-vdi_changing(const char *vdi_uuid)
+mark_find(const struct changing *list, const char *vdi_uuid,
+          const void *owner)
 {
-    for (struct changing *c = st.changing; c; c = c->next) {
-        if (!strcmp(c->vdi_uuid, vdi_uuid)) {
+    for (const struct changing *c = list; c; c = c->next) {
+        if ((!vdi_uuid || !strcmp(c->vdi_uuid, vdi_uuid))
+            && (!owner || c->owner == owner)) {
             return true;
         }
     }
     return false;
 }
 
-/* Marks or unmarks a VDI as changing; blk_mu is held. */
 static void
-changing_add(const char *vdi_uuid)
+mark_add(struct changing **list, const char *vdi_uuid, const void *owner)
 {
     struct changing *c = xcalloc(1, sizeof *c);
 
     snprintf(c->vdi_uuid, sizeof c->vdi_uuid, "%s", vdi_uuid);
-    c->next = st.changing;
-    st.changing = c;
+    c->owner = owner;
+    c->next = *list;
+    *list = c;
+}
+
+/* Removes the first mark of the VDI by owner (vdi_uuid NULL: every mark
+ * of owner; owner NULL: anyone's) and wakes the waiters. */
+static void
+mark_remove(struct changing **list, const char *vdi_uuid, const void *owner)
+{
+    struct changing **p = list;
+
+    while (*p) {
+        struct changing *c = *p;
+        if ((!vdi_uuid || !strcmp(c->vdi_uuid, vdi_uuid))
+            && (!owner || c->owner == owner)) {
+            *p = c->next;
+            free(c);
+            if (vdi_uuid) {
+                break;
+            }
+        } else {
+            p = &c->next;
+        }
+    }
+    pthread_cond_broadcast(&st.blk_cond);
+}
+
+static bool
+vdi_changing(const char *vdi_uuid)
+{
+    return mark_find(st.changing, vdi_uuid, NULL);
+}
+
+/* Whether a block server or a direct open of the VDI must wait: its image
+ * is changing, or a GC step may hold it open for writing. */
+static bool
+vdi_busy(const char *vdi_uuid)
+{
+    return vdi_changing(vdi_uuid) || mark_find(st.gc_claims, vdi_uuid, NULL);
+}
+
+/* Marks or unmarks a VDI as changing; blk_mu is held. */
+static void
+changing_add(const char *vdi_uuid)
+{
+    mark_add(&st.changing, vdi_uuid, NULL);
 }
 
 static void
 changing_remove(const char *vdi_uuid)
 {
-    for (struct changing **p = &st.changing; *p; p = &(*p)->next) {
-        if (!strcmp((*p)->vdi_uuid, vdi_uuid)) {
-            struct changing *c = *p;
-            *p = c->next;
-            free(c);
-            break;
-        }
-    }
-    pthread_cond_broadcast(&st.blk_cond);
+    mark_remove(&st.changing, vdi_uuid, NULL);
 }
 
 /* Starts a change of a VDI's image: waits for another change of it to
@@ -1662,8 +1726,10 @@ struct storage_vdi_handle {
     struct sr_att *a;
     char ref[48];
     char op_id[48];
+    char vdi_uuid[40];
     bool op;
     bool write;
+    bool marked;                /* in st.opened */
     char *location;
     struct sm_attach att;
     bool attached;
@@ -1706,6 +1772,17 @@ storage_vdi_open(struct api_ctx *ctx, const char *vdi_ref, bool write,
         api_fail(ctx, ERR_VDI_READONLY, vdi_ref);
         goto fail;
     }
+    /* A GC step relinking the VDI's chain may hold its image open for
+     * writing: wait for it (a step is one coalesce at most), then keep the
+     * GC away from the chain until the handle is closed. */
+    snprintf(h->vdi_uuid, sizeof h->vdi_uuid, "%s", vf.uuid);
+    pthread_mutex_lock(&st.blk_mu);
+    while (vdi_busy(vf.uuid)) {
+        pthread_cond_wait(&st.blk_cond, &st.blk_mu);
+    }
+    mark_add(&st.opened, vf.uuid, h);
+    h->marked = true;
+    pthread_mutex_unlock(&st.blk_mu);
     in_use = write ? blk_serves(vf.uuid, false) : blk_serves_rw_live(vf.uuid);
     if (!in_use && write) {
         db_read_lock(x->db);
@@ -1802,6 +1879,11 @@ storage_vdi_close(struct storage_vdi_handle *h)
     if (h->op) {
         vdi_op_end(h->x, h->ref, h->op_id);
     }
+    if (h->marked) {
+        pthread_mutex_lock(&st.blk_mu);
+        mark_remove(&st.opened, h->vdi_uuid, h);
+        pthread_mutex_unlock(&st.blk_mu);
+    }
     free(h->location);
     free(h);
 }
@@ -1819,12 +1901,20 @@ all_zero(const unsigned char *p, size_t n)
     return true;
 }
 
+/* The part of a task's progress that one copy reports: VM.copy gives
+ * each disk its own slice, so the task's progress never goes back. */
+struct copy_range {
+    double from;
+    double to;
+};
+
 /* Copies src into dst (the first size bytes); with base, only where src
  * differs from base; fresh means dst reads as zeros so zero runs are
- * skipped. */
+ * skipped.  Progress goes from range->from towards range->to. */
 static int
 copy_data(struct api_ctx *ctx, struct blockdev *src, struct blockdev *base,
-          struct blockdev *dst, uint64_t size, bool fresh)
+          struct blockdev *dst, uint64_t size, bool fresh,
+          const struct copy_range *range)
 {
     unsigned char *buf = xmalloc(COPY_CHUNK);
     unsigned char *bbuf = base ? xmalloc(COPY_CHUNK) : NULL;
@@ -1835,7 +1925,9 @@ copy_data(struct api_ctx *ctx, struct blockdev *src, struct blockdev *base,
         bool zero;
         /* Every 32 MiB, skipped or not: progress, and a chance to stop. */
         if (off && ((off / COPY_CHUNK) & 15) == 0) {
-            api_task_set_progress(ctx, (double) off / (double) size);
+            api_task_set_progress(ctx, range->from
+                                       + (range->to - range->from)
+                                         * (double) off / (double) size);
             if (api_task_cancelled(ctx)) {
                 rc = -ECANCELED;
                 break;
@@ -1891,7 +1983,8 @@ destroy_quietly(struct api_ctx *ctx, const char *vdi_ref)
 
 static int
 vdi_copy(struct api_ctx *ctx, const char *vdi_ref, const char *sr_ref,
-         const char *base_ref, const char *into_ref, char *ret_ref)
+         const char *base_ref, const char *into_ref,
+         const struct copy_range *range, char *ret_ref)
 {
     struct xapi *x = ctx->x;
     struct storage_vdi_handle *src = NULL, *dst = NULL, *base = NULL;
@@ -1956,9 +2049,9 @@ vdi_copy(struct api_ctx *ctx, const char *vdi_ref, const char *sr_ref,
         || storage_vdi_open(ctx, new_ref, true, "copy", &dst)) {
         goto out;
     }
-    api_task_set_progress(ctx, 0.0);
+    api_task_set_progress(ctx, range->from);
     r = copy_data(ctx, src->dev, base ? base->dev : NULL, dst->dev,
-                  MIN(src->dev->size, dst->dev->size), fresh);
+                  MIN(src->dev->size, dst->dev->size), fresh, range);
     if (r == -ECANCELED) {
         api_fail(ctx, ERR_TASK_CANCELLED, ctx->task);
         goto out;
@@ -1968,7 +2061,7 @@ vdi_copy(struct api_ctx *ctx, const char *vdi_ref, const char *sr_ref,
         api_fail(ctx, ERR_VDI_COPY_FAILED);
         goto out;
     }
-    api_task_set_progress(ctx, 1.0);
+    api_task_set_progress(ctx, range->to);
     rc = 0;
 out:
     storage_vdi_close(src);
@@ -1989,7 +2082,22 @@ int
 storage_vdi_copy(struct api_ctx *ctx, const char *vdi_ref, const char *sr_ref,
                  const char *into_ref, char *ret_ref)
 {
-    return vdi_copy(ctx, vdi_ref, sr_ref, NULL, into_ref, ret_ref);
+    return storage_vdi_copy_range(ctx, vdi_ref, sr_ref, into_ref, 0.0, 1.0,
+                                  ret_ref);
+}
+
+int
+storage_vdi_copy_range(struct api_ctx *ctx, const char *vdi_ref,
+                       const char *sr_ref, const char *into_ref, double from,
+                       double to, char *ret_ref)
+{
+    struct copy_range range = { from, to };
+
+    /* A range out of order or outside [0, 1] would make the task's
+     * progress jump around: clamp rather than trust the caller. */
+    range.from = MAX(0.0, MIN(range.from, 1.0));
+    range.to = MAX(range.from, MIN(range.to, 1.0));
+    return vdi_copy(ctx, vdi_ref, sr_ref, NULL, into_ref, &range, ret_ref);
 }
 
 /* VDI.resize and VDI.resize_online: online, the VDI's block servers are
@@ -2241,7 +2349,9 @@ storage_vbd_attach_vdi(struct xapi *x, const char *vbd_ref,
     }
 
     pthread_mutex_lock(&st.blk_mu);
-    while (vdi_changing(vdi_uuid)) {
+    /* Not while a snapshot swaps the image, nor while a GC step may hold
+     * it open for writing (the server could not open it). */
+    while (vdi_busy(vdi_uuid)) {
         pthread_cond_wait(&st.blk_cond, &st.blk_mu);
     }
     for (b = st.blks; b; b = b->next) {
@@ -2492,23 +2602,65 @@ blk_adopt_leftovers(struct xapi *x)
 
 /* ---- garbage collection ---- */
 
+/* One gc_step call: the owner of the VDIs it claims (st.gc_claims). */
+struct gc_run {
+    const char *sr_uuid;        /* for the log */
+};
+
+/* The driver asks before it touches a VDI's image.  A VDI that a block
+ * server serves, that one is starting or stopping for, or that is open
+ * through storage_vdi_open() counts as attached (the driver pauses it or
+ * leaves it alone).  An idle VDI is claimed for the rest of the step, so
+ * that no block server or direct open starts on it while the driver may
+ * hold its image open for writing; the answer then stays "idle" for this
+ * step. */
 static bool
 gc_is_attached(void *aux, const char *vdi_uuid)
 {
-    (void) aux;
-    return blk_serves(vdi_uuid, false);
+    struct gc_run *g = aux;
+    bool attached;
+
+    pthread_mutex_lock(&st.blk_mu);
+    if (mark_find(st.gc_claims, vdi_uuid, g)) {
+        attached = false;
+    } else {
+        attached = blk_serves_locked(vdi_uuid, false) || vdi_changing(vdi_uuid)
+                   || mark_find(st.opened, vdi_uuid, NULL);
+        if (!attached) {
+            mark_add(&st.gc_claims, vdi_uuid, g);
+        }
+    }
+    pthread_mutex_unlock(&st.blk_mu);
+    return attached;
 }
 
+/* Pauses the VDI's block servers for the driver, or refuses (-EBUSY, the
+ * GC skips the VDI for now) when the VDI is open through
+ * storage_vdi_open(): such a user cannot be told to let go of the image. */
 static int
 gc_pause(void *aux, const char *vdi_uuid)
 {
+    struct gc_run *g = aux;
     char *err = NULL;
     int rc;
 
-    (void) aux;
-    rc = blk_begin_change(vdi_uuid, &err);
+    pthread_mutex_lock(&st.blk_mu);
+    while (vdi_changing(vdi_uuid)) {
+        pthread_cond_wait(&st.blk_cond, &st.blk_mu);
+    }
+    if (mark_find(st.opened, vdi_uuid, NULL)) {
+        err = xstrdup("the VDI is open for import, export or copy");
+        rc = -EBUSY;
+    } else {
+        rc = blk_pause_vdi(vdi_uuid, true, &err);
+        if (!rc) {
+            changing_add(vdi_uuid);
+        }
+    }
+    pthread_mutex_unlock(&st.blk_mu);
     if (rc) {
-        LOG_INFO("GC: VDI %s not paused: %s", vdi_uuid, err ? err : "?");
+        LOG_INFO("SR %s: GC: VDI %s not paused: %s", g->sr_uuid, vdi_uuid,
+                 err ? err : "?");
     }
     free(err);
     return rc;
@@ -2540,9 +2692,10 @@ gc_progress(void *aux, uint64_t done, uint64_t total)
 static int
 gc_sr(struct xapi *x, const char *sr_ref, char **ret_err)
 {
+    struct gc_run g = { .sr_uuid = NULL };
     struct sm_gc_hooks hooks = {
         .is_attached = gc_is_attached, .pause = gc_pause,
-        .unpause = gc_unpause, .progress = gc_progress, .aux = NULL,
+        .unpause = gc_unpause, .progress = gc_progress, .aux = &g,
     };
     struct sr_att *a = sr_get(sr_ref);
     bool more = true, did = false;
@@ -2556,7 +2709,13 @@ gc_sr(struct xapi *x, const char *sr_ref, char **ret_err)
         char *err = NULL;
         pthread_mutex_lock(&a->lock);
         more = false;
+        g.sr_uuid = a->uuid;
         rc = a->drv->gc_step(a->sm, &hooks, &more, &err);
+        /* The step has let go of every image: attaches waiting for the
+         * VDIs it claimed may start. */
+        pthread_mutex_lock(&st.blk_mu);
+        mark_remove(&st.gc_claims, NULL, &g);
+        pthread_mutex_unlock(&st.blk_mu);
         pthread_mutex_unlock(&a->lock);
         if (rc) {
             LOG_WARN("SR %s: GC: %s", a->uuid, err ? err : strerror(-rc));
@@ -3180,9 +3339,12 @@ storage_shutdown(struct xapi *x)
         }
         b = next;
     }
-    /* The kept servers' handles are let go without stopping them. */
+    /* The kept servers are let go without stopping them: their control
+     * channels close (which they take as the daemon being gone) and the
+     * handles are freed, so nothing of them is left to leak. */
     while (keep) {
         struct blk *next = keep->next;
+        tapdisk_release(keep->td);
         blk_free(keep);
         keep = next;
     }
@@ -3976,10 +4138,11 @@ api_vdi_clone(struct api_ctx *ctx, struct value **args, struct value **ret)
 static int
 api_vdi_copy(struct api_ctx *ctx, struct value **args, struct value **ret)
 {
+    struct copy_range whole = { 0.0, 1.0 };
     char ref[48];
 
     if (vdi_copy(ctx, arg_s(args, 1), arg_s(args, 2), arg_s(args, 3),
-                 arg_s(args, 4), ref)) {
+                 arg_s(args, 4), &whole, ref)) {
         return -1;
     }
     *ret = value_string(ref);

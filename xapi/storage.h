@@ -62,6 +62,13 @@ int storage_vdi_clone(struct api_ctx *ctx, const char *vdi_ref,
 int storage_vdi_copy(struct api_ctx *ctx, const char *vdi_ref,
                      const char *sr_ref, const char *into_ref,
                      char *ret_ref);
+/* The same, reporting task progress from from to to (0 <= from <= to <= 1)
+ * instead of from 0 to 1, for a caller that copies several VDIs under one
+ * task (VM.copy gives each disk its slice, so the progress a client polls
+ * never goes back). */
+int storage_vdi_copy_range(struct api_ctx *ctx, const char *vdi_ref,
+                           const char *sr_ref, const char *into_ref,
+                           double from, double to, char *ret_ref);
 /* VDI.destroy: VDI_IN_USE while a VBD of a running VM uses it. */
 int storage_vdi_destroy(struct api_ctx *ctx, const char *vdi_ref);
 
@@ -69,7 +76,9 @@ int storage_vdi_destroy(struct api_ctx *ctx, const char *vdi_ref);
  * attaches it with the driver, marks op in VDI.current_operations while
  * open, and fails VDI_IN_USE if a VBD has it attached (for writing, any
  * attachment; for reading, a read-write one that is not paused).  op is a
- * vdi_operations name ("copy", ...) or NULL for none. */
+ * vdi_operations name ("copy", ...) or NULL for none.  It first waits
+ * for a GC step that may hold the VDI's image open for writing; while the
+ * handle is open the GC leaves the VDI's chain alone. */
 struct storage_vdi_handle;
 int storage_vdi_open(struct api_ctx *ctx, const char *vdi_ref, bool write,
                      const char *op, struct storage_vdi_handle **ret);
@@ -84,8 +93,9 @@ void storage_vdi_close(struct storage_vdi_handle *h);
 /* Data path of a plugged VBD: starts the VDI's block server (with the
  * VBD's qos_algorithm_params) and returns what the domain's disk backend
  * connects to (*ret_target "nbd+unix:///?socket=...", *ret_format "nbd").
- * An empty CD drive gets *ret_target NULL.  Returns 0 or -errno with a
- * message. */
+ * An empty CD drive gets *ret_target NULL.  Waits for a snapshot or a GC
+ * step busy with the VDI's image to end, so a failure is never transient.
+ * Returns 0 or -errno with a message. */
 int storage_vbd_attach(struct xapi *x, const char *vbd_ref,
                        char **ret_target, char **ret_format, char **ret_err);
 /* The same for a disc about to be inserted into a CD drive: vdi_ref (not

@@ -134,10 +134,12 @@ disks_run(struct api_ctx *ctx, struct disk_set *ds, enum disk_op op,
           const char *sr, double from, double to)
 {
     size_t n_disks = 0, done = 0;
+    double step;
 
     for (size_t i = 0; i < ds->n; i++) {
         n_disks += ds->d[i].vdi[0] && !ds->d[i].is_cd;
     }
+    step = (to - from) / (double) MAX(n_disks, 1);
     for (size_t i = 0; i < ds->n; i++) {
         struct disk *d = &ds->d[i];
         int rc;
@@ -152,8 +154,13 @@ disks_run(struct api_ctx *ctx, struct disk_set *ds, enum disk_op op,
             rc = storage_vdi_clone(ctx, d->vdi, d->new_vdi);
             break;
         case DISK_COPY:
-            rc = storage_vdi_copy(ctx, d->vdi, is_null_ref(sr) ? NULL : sr,
-                                  NULL, d->new_vdi);
+            /* Each disk's copy reports progress within its own slice, so
+             * the task's progress rises steadily across the disks. */
+            rc = storage_vdi_copy_range(ctx, d->vdi,
+                                        is_null_ref(sr) ? NULL : sr, NULL,
+                                        from + step * (double) done,
+                                        from + step * (double) (done + 1),
+                                        d->new_vdi);
             break;
         default:
             rc = storage_vdi_snapshot(ctx, d->vdi, d->new_vdi);
@@ -164,8 +171,7 @@ disks_run(struct api_ctx *ctx, struct disk_set *ds, enum disk_op op,
         }
         d->made = true;
         done++;
-        api_task_set_progress(ctx, from + (to - from) * (double) done
-                                         / (double) MAX(n_disks, 1));
+        api_task_set_progress(ctx, from + step * (double) done);
     }
     return 0;
 }
@@ -260,32 +266,6 @@ copy_vbds(struct db_txn *txn, const struct disk_set *ds, const char *dst)
         f[F_VBD_currently_attached] = value_false();
         rc = db_insert(txn, CLS_VBD, ref, f, NULL);
         free(f);
-    }
-    return rc;
-}
-
-/* A clone of a snapshot VDI is an ordinary writable disk (XenServer's
- * "restoring from a snapshot"): the snapshot was read-only only because it
- * is a snapshot. */
-static int
-clones_writable(struct db_txn *txn, const struct disk_set *ds)
-{
-    struct db *db = db_txn_db(txn);
-    int rc = 0;
-
-    for (size_t i = 0; !rc && i < ds->n; i++) {
-        struct db_row *src, *dst;
-        if (!ds->d[i].made) {
-            continue;
-        }
-        src = db_lookup(db, CLS_VDI, ds->d[i].vdi);
-        dst = db_lookup(db, CLS_VDI, ds->d[i].new_vdi);
-        if (src && dst && src->fields[F_VDI_is_a_snapshot]->u.b
-            && !dst->fields[F_VDI_is_a_snapshot]->u.b
-            && dst->fields[F_VDI_read_only]->u.b) {
-            rc = db_update(txn, CLS_VDI, ds->d[i].new_vdi, F_VDI_read_only,
-                           value_false());
-        }
     }
     return rc;
 }
@@ -387,9 +367,6 @@ insert_vm(struct db_txn *txn, const char *src_ref, const char *new_ref,
     }
     if (!rc) {
         rc = copy_vbds(txn, ds, new_ref);
-    }
-    if (!rc && !snap) {
-        rc = clones_writable(txn, ds);
     }
     if (!rc && snap) {
         rc = db_update(txn, CLS_VM, src_ref, F_VM_parent, value_string(new_ref));
@@ -740,9 +717,6 @@ api_vm_revert(struct api_ctx *ctx, struct value **args, struct value **ret)
     rc = copy_vifs(txn, snap, vm_ref, true);
     if (!rc) {
         rc = copy_vbds(txn, &ds, vm_ref);
-    }
-    if (!rc) {
-        rc = clones_writable(txn, &ds);
     }
     /* Snapshots of the disks about to go now hang off their successors. */
     for (size_t i = 0; !rc && i < ds.n; i++) {

@@ -10,7 +10,9 @@ only; VM.revert brings the data back; VM.checkpoint records the memory as
 well, and reverting to it leaves the VM suspended with that memory;
 VM.suspend puts the memory image in a VDI of type suspend and VM.resume
 takes it back; VM.clone makes small linked disks and VM.copy full ones,
-both with the same data.  Every disk is also read from its VHD files by a
+both with the same data, VM.copy's progress rising across its disks;
+rounds of checkpoint, revert and resume never meet the GC; a disk gone
+from the storage is VDI_MISSING at start.  Every disk is also read from its VHD files by a
 small reader in this test (and qemu-img, for VHDs without parent).  Illegal requests get
 XenServer's errors."""
 import os
@@ -654,6 +656,80 @@ try:
             c.VM.destroy(s, x)
             for vdi in owned:
                 c.VDI.destroy(s, vdi)
+
+    @tap.test('test_copy_progress_never_goes_back_across_several_disks')
+    def _():
+        """VM.copy gives each disk's copy a slice of the task's progress:
+        a client polling it sees it rise, never fall back to 0 at the next
+        disk."""
+        multi = sim_sr('sim-multi', {})
+        v = install('vs-three-disks')
+        c.VM.add_to_other_config(
+            s, v, 'disks', '<provision>%s</provision>' % ''.join(
+                '<disk device="%d" size="%d" sr="%s" bootable="false" '
+                'type="user"/>' % (i, 512 * MiB, c.SR.get_uuid(s, multi))
+                for i in (1, 2)))
+        c.VM.provision(s, v)
+        assert len(c.VM.get_VBDs(s, v)) == 3
+        task = c.Async.VM.copy(s, v, 'vs-three-copy', multi)
+        seen = []
+        end = time.time() + 120
+        while time.time() < end:
+            seen.append(float(c.task.get_progress(s, task)))
+            if c.task.get_status(s, task) != 'pending':
+                break
+        seen.append(float(c.task.get_progress(s, task)))
+        assert c.task.get_status(s, task) == 'success', \
+            c.task.get_record(s, task)
+        drops = [(a, b) for a, b in zip(seen, seen[1:]) if b < a]
+        assert not drops, drops[:5]
+        assert seen[-1] == 1.0, seen[-1]
+        print('# %d polls, %d distinct progress values' % (len(seen),
+                                                           len(set(seen))))
+        cp = re.search(r'OpaqueRef:[0-9a-f-]+',
+                       c.task.get_result(s, task)).group(0)
+        for x in (cp, v):
+            owned = [c.VBD.get_VDI(s, b) for b in c.VM.get_VBDs(s, x)]
+            c.VM.destroy(s, x)
+            for vdi in owned:
+                c.VDI.destroy(s, vdi)
+
+    @tap.test('test_start_with_a_disk_gone_from_the_storage_is_VDI_MISSING')
+    def _():
+        v = install('vs-missing')
+        dv = disk_of(v)
+        os.unlink(vdi_file(dv))
+        expect_error(lambda: c.VM.start(s, v, False, False), 'VDI_MISSING',
+                     [c.VDI.get_SR(s, dv), dv])
+        assert c.VM.get_power_state(s, v) == 'Halted'
+        assert c.VBD.get_currently_attached(s, disk_vbd(v)) is False
+        c.VM.destroy(s, v)
+        c.VDI.forget(s, dv)
+
+    @tap.test('test_checkpoint_revert_resume_rounds_never_meet_the_gc')
+    def _():
+        """Each revert destroys the VM's disk, which kicks the GC while the
+        resume attaches the new one: the attach waits for a GC step that
+        holds the chain's images, so no round fails (the daemon no longer
+        retries a failed attach)."""
+        v = install('vs-rounds')
+        c.VM.start(s, v, False, False)
+        nbd_write(v, 0, A)
+        for i in range(15):
+            cp = c.VM.checkpoint(s, v, 'vs-round-%d' % i)
+            c.VM.revert(s, cp)
+            c.VM.resume(s, v, False, False)
+            assert c.VM.get_power_state(s, v) == 'Running', i
+            disks = [c.VBD.get_VDI(s, b) for b in c.VM.get_VBDs(s, cp)]
+            c.VM.destroy(s, cp)
+            for vdi in disks:
+                c.VDI.destroy(s, vdi)
+        check_data(nbd_read(v), expected((0, A)), 'disk after the rounds')
+        c.VM.hard_shutdown(s, v)
+        disks = [c.VBD.get_VDI(s, b) for b in c.VM.get_VBDs(s, v)]
+        c.VM.destroy(s, v)
+        for vdi in disks:
+            c.VDI.destroy(s, vdi)
 
     @tap.test('test_a_crash_restart_gives_the_new_domain_its_disks')
     def _():

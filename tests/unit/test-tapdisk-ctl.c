@@ -684,6 +684,43 @@ TEST(test_server_outlives_the_daemon)
     fixture_cleanup(&fx);
 }
 
+/* The daemon shuts down while a guest still uses the disk: it releases
+ * the handle (nothing left to leak), and the server serves on until told
+ * to stop by signal. */
+TEST(test_released_server_keeps_serving)
+{
+    struct fixture fx;
+    struct tapdisk *t;
+    int status = 0;
+    pid_t pid;
+
+    if (!fixture_init(&fx)) {
+        SKIP("xapi-tapdisk, qemu-io, qemu-img or nbdinfo missing");
+    }
+    t = start(&fx, 0);
+    CHECK(t != NULL);
+    if (!t) {
+        fixture_cleanup(&fx);
+        return;
+    }
+    pid = tapdisk_pid(t);
+    tapdisk_release(t);
+    tapdisk_release(NULL);
+    /* Long enough for the server to have read the end of its control
+     * channel: it must not take it as an order to exit. */
+    usleep(200 * 1000);
+    CHECK_INT(kill(pid, 0), 0);
+    CHECK_INT(run("qemu-io -f raw -c 'write -P 7 0 64k' "
+                  "-c 'read -P 7 0 64k' '%s' >/dev/null", fx.uri), 0);
+    CHECK_INT(run("test \"$(nbdinfo --size '%s')\" = %u", fx.uri,
+                  DISK_SIZE), 0);
+    /* Still our child: stop and reap it ourselves. */
+    CHECK_INT(kill(pid, SIGTERM), 0);
+    CHECK_INT(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status) || WIFSIGNALED(status));
+    fixture_cleanup(&fx);
+}
+
 /* Pause and unpause from several threads at once, as the storage layer's
  * workers may: the calls are serialized, each gets its own answer. */
 struct pauser {
