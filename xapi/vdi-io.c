@@ -1107,8 +1107,9 @@ ie_writer_finish(struct ie_writer *w, struct api_ctx *ctx)
  * holds data and is allocated anyway, and zero runs inside it are written
  * as they come, which reads the same.  Pieces that start with zeros take
  * the buffer and the writer thread as before.  On the 2-CPU development
- * VM this took the transfer of a 4 GiB body from about 1.6 to about
- * 2.0 GB/s (docs/block-server.md). */
+ * VM this saves about a tenth of the daemon's CPU time per GB; the copy
+ * into the page cache that remains is a third of it (docs/block-server.md
+ * has the figures). */
 
 /* Bytes peeked at the start of a piece to tell data from zeros. */
 #define PEEK_SIZE 4096u
