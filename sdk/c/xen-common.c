@@ -485,8 +485,23 @@ xen_alloc_set_(const struct xen_type *t, size_t size)
 void
 xen_free_slot_(const struct xen_type *t, void *slot)
 {
-    char *p = *(char **) slot;
+    char *p;
 
+    switch (t->kind) {
+    case XEN_TYPE_INT:
+    case XEN_TYPE_FLOAT:
+    case XEN_TYPE_BOOL:
+    case XEN_TYPE_DATETIME:
+    case XEN_TYPE_ENUM:
+    case XEN_TYPE_SESSION:
+        /* Nothing allocated: the slot holds the value itself (or the
+         * caller's session).  Only pointer slots may be read as one: a
+         * bool slot is one byte. */
+        return;
+    default:
+        break;
+    }
+    p = *(char **) slot;
     if (!p) {
         return;
     }
@@ -501,8 +516,6 @@ xen_free_slot_(const struct xen_type *t, void *slot)
     case XEN_TYPE_DATETIME:
     case XEN_TYPE_ENUM:
     case XEN_TYPE_SESSION:
-        /* Nothing allocated: the slot holds the value itself (or the
-         * caller's session). */
         break;
     case XEN_TYPE_SET:
     case XEN_TYPE_MAP: {
