@@ -7,7 +7,7 @@ against what the API says; then installs the SDK into a temporary
 DESTDIR, builds sdk/c/tests/sdk-check.c the way an application would
 (installed headers, `pkg-config --cflags --libs xenserver`; once against
 the shared and once against the static library) and passes its TAP lines
-through.  Every program's stderr must be free of sanitizer reports.  Skips,
+through (it also checks decoding against canned responses).  Every program's stderr must be free of sanitizer reports.  Skips,
 with the reason, what this machine cannot build."""
 import glob
 import os
@@ -97,7 +97,7 @@ if not all(os.access(p, os.X_OK) for p in (LIST_VMS, START_VM, WATCH_EVENTS)):
              'libcurl4-openssl-dev installed?)' % EXAMPLES)
     tap.finish()
 
-d = start_or_bail(Daemon(tls=False, extra_args=[
+d = start_or_bail(Daemon(tls=True, extra_args=[
     '--sim-config', 'boot_ms=50,shutdown_ms=50']))
 c = d.client()
 try:
@@ -116,8 +116,10 @@ try:
                                                r['name_label'], kind)
         return lines
 
-    def check_listing(target):
-        p = run([LIST_VMS, target, 'root', d.password])
+    def check_listing(target, env=None):
+        p = subprocess.run([LIST_VMS, target, 'root', d.password],
+                           capture_output=True, text=True, timeout=60,
+                           env=env)
         assert_ok(p, 'list-vms')
         want = expected_listing()
         out = p.stdout.splitlines()
@@ -134,6 +136,15 @@ try:
     @tap.test('test_list_vms_example_prints_every_vm_over_the_unix_socket')
     def _():
         check_listing(d.unix_path)
+
+    @tap.test('test_list_vms_example_over_https_with_a_self_signed_cert')
+    def _():
+        url = 'https://127.0.0.1:%d/' % d.https_port
+        check_listing(url, dict(os.environ, XEN_EXAMPLE_INSECURE='1'))
+        # Without the opt-in, curl verifies the certificate and refuses.
+        p = run([LIST_VMS, url, 'root', d.password])
+        assert_clean(p, 'list-vms')
+        assert p.returncode != 0 and 'TRANSPORT_FAULT' in p.stderr, p.stderr
 
     @tap.test('test_list_vms_example_reports_a_wrong_password')
     def _():

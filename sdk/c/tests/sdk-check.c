@@ -147,6 +147,101 @@ check_free_accepts_null(void)
     check("test_free_functions_accept_null", true, NULL);
 }
 
+/* A server that answers every call with one canned response, handed over
+ * in pieces of piece_len bytes, and remembers the last request. */
+struct canned {
+    const char *response;
+    size_t piece_len;
+    char request[4096];
+};
+
+static int
+canned_call_func(const void *data, size_t len, void *user_handle,
+                 void *result_handle, xen_result_func result_func)
+{
+    struct canned *c = user_handle;
+    size_t n = strlen(c->response);
+
+    snprintf(c->request, sizeof c->request, "%.*s", (int) len,
+             (const char *) data);
+    for (size_t i = 0; i < n; i += c->piece_len) {
+        size_t piece = n - i < c->piece_len ? n - i : c->piece_len;
+        if (!result_func(c->response + i, piece, result_handle)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+#define SUCCESS(V) "<?xml version=\"1.0\"?><methodResponse><params><param>" \
+    "<value><struct><member><name>Status</name><value>Success</value>" \
+    "</member><member><name>Value</name>" V "</member></struct></value>" \
+    "</param></params></methodResponse>"
+
+/* Decoding, checked without a server: what XenAPI servers send in ways
+ * the toolstack itself may not. */
+static void
+check_decoding(void)
+{
+    struct canned c = { SUCCESS("<value>OpaqueRef:s</value>"), 1, "" };
+    xen_session *s = xen_session_login_with_password(canned_call_func, &c,
+                                                     "root", "pw",
+                                                     xen_api_version_2_0);
+    enum xen_vm_power_state state = XEN_VM_POWER_STATE_HALTED;
+    int64_t i = 0;
+    char *text = NULL;
+
+    check("test_response_in_one_byte_pieces_is_decoded",
+          s->ok && !strcmp(s->session_id, "OpaqueRef:s"), s);
+    check("test_login_sends_user_password_and_version",
+          strstr(c.request, "<methodName>session.login_with_password<")
+          && strstr(c.request, "<value>root</value>")
+          && strstr(c.request, "<value>2.0</value>"), NULL);
+    c.piece_len = 64;
+    c.response = SUCCESS("<value>Exploded</value>");
+    check("test_unknown_enum_value_decodes_to_undefined",
+          xen_vm_get_power_state(s, &state, (xen_vm) "OpaqueRef:v")
+          && state == XEN_VM_POWER_STATE_UNDEFINED, s);
+    check("test_call_sends_the_session_and_the_arguments",
+          strstr(c.request, "<methodName>VM.get_power_state<")
+          && strstr(c.request, "<value>OpaqueRef:s</value>")
+          && strstr(c.request, "<value>OpaqueRef:v</value>"), NULL);
+    c.response = SUCCESS("<value>1234567890123</value>");
+    check("test_int_as_a_string_of_digits",
+          xen_vm_get_user_version(s, &i, (xen_vm) "OpaqueRef:v")
+          && i == 1234567890123LL, s);
+    c.response = SUCCESS("<value><i8>-5</i8></value>");
+    check("test_int_as_i8",
+          xen_vm_get_user_version(s, &i, (xen_vm) "OpaqueRef:v") && i == -5,
+          s);
+    c.response = SUCCESS("<value><array><data/></array></value>");
+    check("test_wrong_type_is_a_server_fault",
+          !xen_vm_get_name_label(s, &text, (xen_vm) "OpaqueRef:v")
+          && text == NULL && !strcmp(s->error_description[0], "SERVER_FAULT"),
+          NULL);
+    xen_session_clear_error(s);
+    c.response = "<?xml version=\"1.0\"?><methodResponse><fault><value>"
+                 "<struct><member><name>faultCode</name><value><int>1</int>"
+                 "</value></member><member><name>faultString</name><value>"
+                 "no such method</value></member></struct></value></fault>"
+                 "</methodResponse>";
+    check("test_xmlrpc_fault_is_a_server_fault",
+          !xen_vm_get_name_label(s, &text, (xen_vm) "OpaqueRef:v")
+          && !strcmp(s->error_description[0], "SERVER_FAULT")
+          && !strcmp(s->error_description[1], "no such method"), NULL);
+    xen_session_clear_error(s);
+    c.response = "this is not XML";
+    check("test_garbage_response_is_a_server_fault",
+          !xen_vm_get_name_label(s, &text, (xen_vm) "OpaqueRef:v")
+          && !strcmp(s->error_description[0], "SERVER_FAULT"), NULL);
+    xen_session_clear_error(s);
+    c.response = SUCCESS("<value></value>");
+    xen_session_logout(s);
+    check("test_logout_sends_session_logout",
+          strstr(c.request, "<methodName>session.logout<") != NULL, NULL);
+    free(text);
+}
+
 static void
 check_transport_failure(void)
 {
@@ -185,6 +280,7 @@ main(int argc, char **argv)
     }
     check_free_accepts_null();
     check_transport_failure();
+    check_decoding();
     xen_session_logout(session);
     example_transport_close(t);
     return failures ? 1 : 0;
