@@ -8,6 +8,7 @@
 #include <config.h>
 #include "api.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,7 +37,22 @@ api_failv(struct api_ctx *ctx, int err, const char *const *params, size_t n)
 
     value_array_append(arr, value_string(def->code));
     for (size_t i = 0; i < n; i++) {
-        value_array_append(arr, value_string(params[i] ? params[i] : ""));
+        const char *p = params[i] ? params[i] : "";
+
+        /* XenServer spells the expected and actual power states of
+         * VM_BAD_POWER_STATE in lower case ("halted"), unlike the
+         * power_state field ("Halted") that callers pass; converting here
+         * keeps every caller right. */
+        if (err == ERR_VM_BAD_POWER_STATE && i > 0) {
+            char *lower = xstrdup(p);
+            for (char *c = lower; *c; c++) {
+                *c = (char) tolower((unsigned char) *c);
+            }
+            value_array_append(arr, value_string(lower));
+            free(lower);
+            continue;
+        }
+        value_array_append(arr, value_string(p));
     }
     if (n != def->n_params) {
         LOG_WARN("error %s raised with %zu parameters, defined with %zu",

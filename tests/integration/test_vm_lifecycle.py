@@ -121,11 +121,11 @@ try:
     @tap.test('test_illegal_steps_get_VM_BAD_POWER_STATE_with_its_parameters')
     def _():
         expect_error(lambda: c.VM.start(s, vm, False, False),
-                     'VM_BAD_POWER_STATE', [vm, 'Halted', 'Running'])
+                     'VM_BAD_POWER_STATE', [vm, 'halted', 'running'])
         expect_error(lambda: c.VM.unpause(s, vm),
-                     'VM_BAD_POWER_STATE', [vm, 'Paused', 'Running'])
+                     'VM_BAD_POWER_STATE', [vm, 'paused', 'running'])
         expect_error(lambda: c.VM.resume(s, vm, False, False),
-                     'VM_BAD_POWER_STATE', [vm, 'Suspended', 'Running'])
+                     'VM_BAD_POWER_STATE', [vm, 'suspended', 'running'])
         expect_error(lambda: c.VM.destroy(s, vm), 'VM_BAD_POWER_STATE')
 
     @tap.test('test_pause_and_unpause')

@@ -135,10 +135,10 @@ try:
     def _():
         for fn in (c.VBD.plug, c.VBD.unplug, c.VBD.unplug_force):
             expect_error(lambda: fn(s, vbd0), 'VM_BAD_POWER_STATE',
-                         [vm, 'Running', 'Halted'])
+                         [vm, 'running', 'halted'])
         for fn in (c.VIF.plug, c.VIF.unplug, c.VIF.unplug_force):
             expect_error(lambda: fn(s, vif0), 'VM_BAD_POWER_STATE',
-                         [vm, 'Running', 'Halted'])
+                         [vm, 'running', 'halted'])
         expect_error(lambda: c.VBD.plug(s, 'OpaqueRef:nope'), 'HANDLE_INVALID',
                      ['VBD', 'OpaqueRef:nope'])
 
@@ -174,16 +174,16 @@ try:
     @tap.test('test_sysrq_and_trigger_need_a_running_vm')
     def _():
         expect_error(lambda: c.VM.send_sysrq(s, vm, 'h'), 'VM_BAD_POWER_STATE',
-                     [vm, 'Running', 'Halted'])
+                     [vm, 'running', 'halted'])
         expect_error(lambda: c.VM.send_trigger(s, vm, 'power'),
-                     'VM_BAD_POWER_STATE', [vm, 'Running', 'Halted'])
+                     'VM_BAD_POWER_STATE', [vm, 'running', 'halted'])
         t = c.VM.get_by_name_label(s, 'Debian Bookworm 12')[0]
         expect_error(lambda: c.VM.send_sysrq(s, t, 'h'), 'VM_IS_TEMPLATE', [t])
 
     @tap.test('test_vcpu_params_live_needs_a_running_vm')
     def _():
         expect_error(lambda: c.VM.add_to_VCPUs_params_live(s, vm, 'weight', '512'),
-                     'VM_BAD_POWER_STATE', [vm, 'Running', 'Halted'])
+                     'VM_BAD_POWER_STATE', [vm, 'running', 'halted'])
 
     @tap.test('test_get_boot_record_of_a_halted_vm_is_its_record')
     def _():
@@ -327,7 +327,7 @@ try:
         c.VM.assert_operation_valid(s, vm, 'clean_shutdown')
         c.VM.assert_operation_valid(s, vm, 'send_sysrq')
         expect_error(lambda: c.VM.assert_operation_valid(s, vm, 'start'),
-                     'VM_BAD_POWER_STATE', [vm, 'Halted', 'Running'])
+                     'VM_BAD_POWER_STATE', [vm, 'halted', 'running'])
         expect_error(lambda: c.VM.assert_operation_valid(s, vm, 'destroy'),
                      'OPERATION_NOT_ALLOWED')
         c.VM.add_to_blocked_operations(s, vm, 'clean_shutdown', 'keep-up')
@@ -429,7 +429,7 @@ try:
     def _():
         c.VM.suspend(s, vm)
         expect_error(lambda: c.VBD.insert(s, cd, iso), 'VM_BAD_POWER_STATE',
-                     [vm, 'Halted, Running', 'Suspended'])
+                     [vm, 'halted, running', 'suspended'])
         c.VM.resume(s, vm, False, False)
 
     @tap.test('test_compute_memory_overhead_follows_the_xenapi_model')

@@ -536,20 +536,20 @@ try:
         expect_error(lambda: c.VM.snapshot(s, snap, 'x', []), 'VM_IS_TEMPLATE',
                      [snap])
         expect_error(lambda: c.VM.checkpoint(s, vm, 'x'), 'VM_BAD_POWER_STATE',
-                     [vm, 'Running', 'Halted'])
+                     [vm, 'running', 'halted'])
         expect_error(lambda: c.VM.revert(s, vm), 'VM_REVERT_FAILED', [NULL, vm])
         expect_error(lambda: c.VM.snapshot_with_quiesce(s, vm, 'x'),
                      'MESSAGE_REMOVED')
         c.VM.start(s, vm, False, False)
         expect_error(lambda: c.VM.clone(s, vm, 'x'), 'VM_BAD_POWER_STATE',
-                     [vm, 'Halted', 'Running'])
+                     [vm, 'halted', 'running'])
         expect_error(lambda: c.VM.copy(s, vm, 'x', NULL), 'VM_BAD_POWER_STATE',
-                     [vm, 'Halted', 'Running'])
+                     [vm, 'halted', 'running'])
         expect_error(lambda: c.VM.provision(s, vm), 'VM_BAD_POWER_STATE',
-                     [vm, 'Halted', 'Running'])
+                     [vm, 'halted', 'running'])
         c.VM.pause(s, vm)
         expect_error(lambda: c.VM.snapshot(s, vm, 'x', []),
-                     'VM_BAD_POWER_STATE', [vm, 'Halted', 'Paused'])
+                     'VM_BAD_POWER_STATE', [vm, 'halted', 'paused'])
         c.VM.hard_shutdown(s, vm)
         expect_error(lambda: c.VM.copy(s, vm, 'x', 'OpaqueRef:nope'),
                      'HANDLE_INVALID', ['SR', 'OpaqueRef:nope'])
