@@ -1,0 +1,2089 @@
+/* xe-ops.c — the hand-written xe commands: the daily operations on VMs,
+ * disks, storage, networks, tasks, events and users, each made of the
+ * XenAPI calls XenServer's own xe makes for it (vm-install is clone +
+ * provision, vm-export is GET /export, and so on).
+ *
+ * Every handler returns 0 or -1 after printing why on stderr; what it
+ * creates it prints as a uuid on stdout, as scripts expect. */
+#include <config.h>
+#include "xe.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- helpers ---- */
+
+static const struct xe_class *
+cls_of(const char *api)
+{
+    return xe_class_by_api(api);
+}
+
+/* Calls method(ref, extra params...) and drops the result. */
+static int
+call_ref(struct xe_conn *conn, const char *method, const char *ref, ...)
+{
+    struct value *params = value_array(4), *v = NULL, *p;
+    va_list ap;
+    int rc;
+
+    value_array_append(params, value_string(ref));
+    va_start(ap, ref);
+    while ((p = va_arg(ap, struct value *))) {
+        value_array_append(params, p);
+    }
+    va_end(ap);
+    rc = xe_call(conn, method, params, &v);
+    value_unref(params);
+    value_unref(v);
+    return rc;
+}
+
+/* Calls method(params...) whose result is a ref and prints its uuid. */
+static int
+call_print_uuid(struct xe_conn *conn, const char *method, const char *cls,
+                struct value *params, char **ret_ref)
+{
+    struct value *v = NULL;
+    int rc = xe_call(conn, method, params, &v);
+
+    value_unref(params);
+    if (rc) {
+        return -1;
+    }
+    if (value_is_string(v)) {
+        printf("%s\n", xe_ref_uuid(conn, cls, v->u.str.s));
+        if (ret_ref) {
+            *ret_ref = xstrdup(v->u.str.s);
+        }
+    }
+    value_unref(v);
+    return 0;
+}
+
+static struct value *
+params_of(int n, ...)
+{
+    struct value *params = value_array((size_t)n);
+    va_list ap;
+
+    va_start(ap, n);
+    for (int i = 0; i < n; i++) {
+        value_array_append(params, va_arg(ap, struct value *));
+    }
+    va_end(ap);
+    return params;
+}
+
+static struct value *
+str(const char *s)
+{
+    return value_string(s ? s : "");
+}
+
+static const char *
+vm_uuid_of(struct xe_conn *conn, const char *ref)
+{
+    return xe_ref_uuid(conn, "VM", ref);
+}
+
+/* Looks up ref by uuid, or the default when uuid is NULL. */
+static int
+ref_arg(struct xe_cmd_ctx *ctx, const char *key, const char *cls,
+        char **ret_ref)
+{
+    const char *uuid = xe_arg_get(ctx->args, key);
+
+    if (!uuid) {
+        return xe_missing(key);
+    }
+    return xe_lookup(ctx->conn, cls, uuid, false, ret_ref);
+}
+
+/* Parses a size with an optional unit (XenServer accepts 10GiB, 512MiB,
+ * 4G, plain bytes). */
+static int
+parse_size(const char *text, int64_t *ret)
+{
+    char *end;
+    double v = strtod(text, &end);
+    static const struct {
+        const char *unit;
+        int64_t mult;
+    } units[] = {
+        { "", 1 }, { "B", 1 }, { "KiB", 1LL << 10 }, { "MiB", 1LL << 20 },
+        { "GiB", 1LL << 30 }, { "TiB", 1LL << 40 }, { "K", 1LL << 10 },
+        { "M", 1LL << 20 }, { "G", 1LL << 30 }, { "T", 1LL << 40 },
+        { "KB", 1000 }, { "MB", 1000000 }, { "GB", 1000000000 },
+        { "TB", 1000000000000LL },
+    };
+
+    if (end == text || v < 0) {
+        fprintf(stderr, "Error: '%s' is not a size\n", text);
+        return -1;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
+        if (!strcmp(end, units[i].unit)) {
+            *ret = (int64_t)(v * (double)units[i].mult);
+            return 0;
+        }
+    }
+    fprintf(stderr, "Error: '%s' is not a size (use bytes, KiB, MiB, GiB or "
+            "TiB)\n", text);
+    return -1;
+}
+
+/* Gathers map arguments given as prefix:key=value (device-config:path=/x). */
+static struct value *
+map_args(struct xe_args *args, const char *prefix)
+{
+    struct value *m = value_struct(4);
+    size_t n = strlen(prefix);
+
+    for (size_t i = 0; i < args->n; i++) {
+        struct xe_arg *a = &args->v[i];
+        if (!strncmp(a->key, prefix, n) && a->key[n] == ':' && a->key[n + 1]) {
+            a->used = true;
+            value_struct_put(m, a->key + n + 1, value_string(a->value));
+        }
+    }
+    return m;
+}
+
+static bool
+flag(struct xe_cmd_ctx *ctx, const char *name)
+{
+    return xe_arg_flag(ctx->args, name);
+}
+
+static struct value *
+bool_arg(struct xe_cmd_ctx *ctx, const char *name, bool dflt)
+{
+    const char *v = xe_arg_get(ctx->args, name);
+    if (!v) {
+        return dflt ? value_true() : value_false();
+    }
+    return xe_arg_flag(ctx->args, name) ? value_true() : value_false();
+}
+
+/* The pool's default SR, or the SR named by sr-uuid / sr-name-label. */
+static int
+choose_sr(struct xe_cmd_ctx *ctx, bool required, char **ret_ref)
+{
+    const char *uuid = xe_arg_get(ctx->args, "sr-uuid");
+    const char *name = xe_arg_get(ctx->args, "sr-name-label");
+    struct value *pools = NULL, *sr;
+    int rc = -1;
+
+    if (uuid) {
+        return xe_lookup(ctx->conn, "SR", uuid, false, ret_ref);
+    }
+    if (name) {
+        return xe_lookup(ctx->conn, "SR", name, true, ret_ref);
+    }
+    if (xe_callv(ctx->conn, "pool.get_all_records", &pools, NULL)) {
+        return -1;
+    }
+    sr = pools->type == VALUE_STRUCT && pools->u.st.n
+         ? value_struct_get(pools->u.st.m[0].v, "default_SR") : NULL;
+    if (value_is_string(sr) && strcmp(sr->u.str.s, "OpaqueRef:NULL")) {
+        *ret_ref = xstrdup(sr->u.str.s);
+        rc = 0;
+    } else if (!required) {
+        *ret_ref = xstrdup("OpaqueRef:NULL");
+        rc = 0;
+    } else {
+        fprintf(stderr, "Error: the pool has no default SR: give sr-uuid=\n");
+    }
+    value_unref(pools);
+    return rc;
+}
+
+/* The host for commands that need one: host-uuid= or the pool master. */
+static int
+choose_host(struct xe_cmd_ctx *ctx, char **ret_ref)
+{
+    const char *uuid = xe_arg_get(ctx->args, "host-uuid");
+    struct value *pools = NULL, *m;
+    int rc = -1;
+
+    if (uuid) {
+        return xe_lookup(ctx->conn, "host", uuid, false, ret_ref);
+    }
+    if (xe_callv(ctx->conn, "pool.get_all_records", &pools, NULL)) {
+        return -1;
+    }
+    m = pools->type == VALUE_STRUCT && pools->u.st.n
+        ? value_struct_get(pools->u.st.m[0].v, "master") : NULL;
+    if (value_is_string(m)) {
+        *ret_ref = xstrdup(m->u.str.s);
+        rc = 0;
+    }
+    value_unref(pools);
+    return rc;
+}
+
+typedef int vm_op_fn(struct xe_cmd_ctx *ctx, const char *ref);
+
+/* Runs op on every VM the selectors choose (vm=, uuid=, filters,
+ * --multiple). */
+static int
+for_each_vm(struct xe_cmd_ctx *ctx, vm_op_fn *op)
+{
+    char **refs = NULL;
+    size_t n = 0;
+    int rc = 0;
+
+    if (xe_select(ctx->conn, cls_of("VM"), "vm", ctx->args, true, &refs, &n)) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (op(ctx, refs[i])) {
+            rc = -1;
+        }
+    }
+    xe_free_strv(refs, n);
+    return rc;
+}
+
+static int
+for_each_host(struct xe_cmd_ctx *ctx, vm_op_fn *op)
+{
+    char **refs = NULL;
+    size_t n = 0;
+    int rc = 0;
+
+    if (xe_select(ctx->conn, cls_of("host"), "host", ctx->args, true, &refs,
+                  &n)) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (op(ctx, refs[i])) {
+            rc = -1;
+        }
+    }
+    xe_free_strv(refs, n);
+    return rc;
+}
+
+/* One VM chosen by selectors; fails when several match. */
+static int
+one_vm(struct xe_cmd_ctx *ctx, char **ret_ref)
+{
+    char **refs = NULL;
+    size_t n = 0;
+
+    if (xe_select(ctx->conn, cls_of("VM"), "vm", ctx->args, false, &refs, &n)) {
+        return -1;
+    }
+    *ret_ref = refs[0];
+    refs[0] = NULL;
+    xe_free_strv(refs, n);
+    return 0;
+}
+
+/* Asks on a terminal; scripts pass --force. */
+static bool
+confirm(struct xe_cmd_ctx *ctx, const char *what)
+{
+    char line[16];
+
+    if (flag(ctx, "force") || !isatty(STDIN_FILENO)) {
+        return true;
+    }
+    printf("%s\nType 'yes' to continue\n", what);
+    fflush(stdout);
+    return fgets(line, sizeof line, stdin) && !strncmp(line, "yes", 3);
+}
+
+/* ---- VM power operations ---- */
+
+static int
+do_start(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    const char *on = xe_arg_get(ctx->args, "on");
+    bool paused = flag(ctx, "paused"), force = flag(ctx, "force");
+    char *host = NULL;
+    int rc;
+
+    if (on) {
+        if (xe_lookup(ctx->conn, "host", on, false, &host)
+            && xe_lookup(ctx->conn, "host", on, true, &host)) {
+            return -1;
+        }
+        rc = call_ref(ctx->conn, "VM.start_on", ref, value_string(host),
+                      paused ? value_true() : value_false(),
+                      force ? value_true() : value_false(), NULL);
+        free(host);
+        return rc;
+    }
+    return call_ref(ctx->conn, "VM.start", ref,
+                    paused ? value_true() : value_false(),
+                    force ? value_true() : value_false(), NULL);
+}
+
+int xe_op_vm_start(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_start); }
+
+static int
+do_shutdown(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    return call_ref(ctx->conn, flag(ctx, "force") ? "VM.hard_shutdown"
+                                                  : "VM.clean_shutdown",
+                    ref, NULL);
+}
+
+int xe_op_vm_shutdown(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_shutdown); }
+
+static int
+do_reboot(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    return call_ref(ctx->conn, flag(ctx, "force") ? "VM.hard_reboot"
+                                                  : "VM.clean_reboot",
+                    ref, NULL);
+}
+
+int xe_op_vm_reboot(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_reboot); }
+
+static int
+do_suspend(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    return call_ref(ctx->conn, "VM.suspend", ref, NULL);
+}
+
+int xe_op_vm_suspend(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_suspend); }
+
+static int
+do_resume(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    const char *on = xe_arg_get(ctx->args, "on");
+    bool force = flag(ctx, "force");
+    char *host = NULL;
+    int rc;
+
+    if (on) {
+        if (xe_lookup(ctx->conn, "host", on, false, &host)
+            && xe_lookup(ctx->conn, "host", on, true, &host)) {
+            return -1;
+        }
+        rc = call_ref(ctx->conn, "VM.resume_on", ref, value_string(host),
+                      value_false(), force ? value_true() : value_false(),
+                      NULL);
+        free(host);
+        return rc;
+    }
+    return call_ref(ctx->conn, "VM.resume", ref, value_false(),
+                    force ? value_true() : value_false(), NULL);
+}
+
+int xe_op_vm_resume(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_resume); }
+
+static int
+do_pause(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    return call_ref(ctx->conn, "VM.pause", ref, NULL);
+}
+
+int xe_op_vm_pause(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_pause); }
+
+static int
+do_unpause(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    return call_ref(ctx->conn, "VM.unpause", ref, NULL);
+}
+
+int xe_op_vm_unpause(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_unpause); }
+
+static int
+do_reset_powerstate(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    return call_ref(ctx->conn, "VM.power_state_reset", ref, NULL);
+}
+
+int
+xe_op_vm_reset_powerstate(struct xe_cmd_ctx *ctx)
+{
+    if (!flag(ctx, "force")) {
+        fprintf(stderr, "Error: vm-reset-powerstate marks a VM halted without "
+                "stopping it; add --force if you are sure\n");
+        return -1;
+    }
+    return for_each_vm(ctx, do_reset_powerstate);
+}
+
+/* ---- VM copies ---- */
+
+static int
+set_description(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    const char *d = xe_arg_get(ctx->args, "new-name-description");
+    return d ? call_ref(ctx->conn, "VM.set_name_description", ref,
+                        value_string(d), NULL) : 0;
+}
+
+static int
+do_clone(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    const char *name = xe_arg_get(ctx->args, "new-name-label");
+    char *new_ref = NULL;
+    int rc;
+
+    rc = call_print_uuid(ctx->conn, "VM.clone", "VM",
+                         params_of(2, str(ref), str(name)), &new_ref);
+    if (rc == 0) {
+        rc = set_description(ctx, new_ref);
+    }
+    free(new_ref);
+    return rc;
+}
+
+int xe_op_vm_clone(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_clone); }
+
+/* Copies run as a task so that a terminal shows their progress. */
+static int
+do_copy(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    const char *name = xe_arg_get(ctx->args, "new-name-label");
+    const char *sr_uuid = xe_arg_get(ctx->args, "sr-uuid");
+    struct value *task = NULL, *result = NULL, *params;
+    char *sr = NULL;
+    int rc = -1;
+
+    if (sr_uuid && xe_lookup(ctx->conn, "SR", sr_uuid, false, &sr)) {
+        return -1;
+    }
+    params = params_of(3, str(ref), str(name), str(sr ? sr : "OpaqueRef:NULL"));
+    rc = xe_call(ctx->conn, "Async.VM.copy", params, &task);
+    value_unref(params);
+    if (rc || !value_is_string(task)) {
+        rc = -1;
+        goto out;
+    }
+    rc = xe_wait_task(ctx->conn, task->u.str.s, true, &result);
+    if (rc == 0 && value_is_string(result)) {
+        printf("%s\n", vm_uuid_of(ctx->conn, result->u.str.s));
+        rc = set_description(ctx, result->u.str.s);
+    }
+out:
+    value_unref(task);
+    value_unref(result);
+    free(sr);
+    return rc;
+}
+
+int xe_op_vm_copy(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_copy); }
+
+static int
+do_snapshot(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    const char *name = xe_arg_get(ctx->args, "new-name-label");
+    const char *ignore = xe_arg_get(ctx->args, "ignore-vdi-uuids");
+    struct value *ignored = value_array(2);
+    char *new_ref = NULL;
+    int rc = -1;
+
+    if (ignore) {
+        char *copy = xstrdup(ignore), *save = NULL;
+        for (char *u = strtok_r(copy, ",", &save); u;
+             u = strtok_r(NULL, ",", &save)) {
+            char *vdi = NULL;
+            if (xe_lookup(ctx->conn, "VDI", u, false, &vdi)) {
+                free(copy);
+                value_unref(ignored);
+                return -1;
+            }
+            value_array_append(ignored, value_string_take(vdi));
+        }
+        free(copy);
+    }
+    rc = call_print_uuid(ctx->conn, "VM.snapshot", "VM",
+                         params_of(3, str(ref), str(name), ignored), &new_ref);
+    if (rc == 0) {
+        rc = set_description(ctx, new_ref);
+    }
+    free(new_ref);
+    return rc;
+}
+
+int xe_op_vm_snapshot(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_snapshot); }
+
+static int
+do_checkpoint(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    const char *name = xe_arg_get(ctx->args, "new-name-label");
+    char *new_ref = NULL;
+    int rc;
+
+    rc = call_print_uuid(ctx->conn, "VM.checkpoint", "VM",
+                         params_of(2, str(ref), str(name)), &new_ref);
+    if (rc == 0) {
+        rc = set_description(ctx, new_ref);
+    }
+    free(new_ref);
+    return rc;
+}
+
+int xe_op_vm_checkpoint(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_checkpoint); }
+
+/* The snapshot named by snapshot-uuid= or uuid=. */
+static int
+snapshot_arg(struct xe_cmd_ctx *ctx, const char *key2, char **ret_ref)
+{
+    const char *uuid = xe_arg_get(ctx->args, "snapshot-uuid");
+    const char *u2 = xe_arg_get(ctx->args, key2);
+
+    if (!uuid) {
+        uuid = u2;
+    }
+    if (!uuid) {
+        fprintf(stderr, "Error: give snapshot-uuid= or %s=\n", key2);
+        return -1;
+    }
+    return xe_lookup(ctx->conn, "VM", uuid, false, ret_ref);
+}
+
+int
+xe_op_snapshot_revert(struct xe_cmd_ctx *ctx)
+{
+    char *snap = NULL;
+    int rc;
+
+    if (snapshot_arg(ctx, "uuid", &snap)) {
+        return -1;
+    }
+    rc = call_ref(ctx->conn, "VM.revert", snap, NULL);
+    free(snap);
+    return rc;
+}
+
+static int
+clone_from(struct xe_cmd_ctx *ctx, const char *key, bool copy)
+{
+    char *snap = NULL;
+    int rc;
+
+    if (snapshot_arg(ctx, key, &snap)) {
+        return -1;
+    }
+    rc = copy ? do_copy(ctx, snap) : do_clone(ctx, snap);
+    free(snap);
+    return rc;
+}
+
+int xe_op_snapshot_clone(struct xe_cmd_ctx *ctx) { return clone_from(ctx, "uuid", false); }
+int xe_op_snapshot_copy(struct xe_cmd_ctx *ctx) { return clone_from(ctx, "uuid", true); }
+
+/* ---- install and uninstall ---- */
+
+/* Points every disk of the provisioning spec at the chosen SR, as
+ * XenServer's vm-install does. */
+static int
+retarget_disks(struct xe_cmd_ctx *ctx, const char *vm, const char *sr)
+{
+    struct value *oc = NULL;
+    const char *disks, *sr_uuid;
+    struct ds out = DS_EMPTY;
+    int rc = 0;
+
+    if (xe_callv(ctx->conn, "VM.get_other_config", &oc, vm, NULL)) {
+        return -1;
+    }
+    disks = value_struct_get_string(oc, "disks");
+    if (!disks || !strcmp(sr, "OpaqueRef:NULL")) {
+        goto out;
+    }
+    sr_uuid = xe_ref_uuid(ctx->conn, "SR", sr);
+    for (const char *p = disks; *p;) {
+        const char *at = strstr(p, "sr=\"");
+        if (!at) {
+            ds_put_cstr(&out, p);
+            break;
+        }
+        ds_put(&out, p, (size_t)(at - p));
+        ds_put_fmt(&out, "sr=\"%s\"", sr_uuid);
+        at += 4;
+        const char *end = strchr(at, '"');
+        p = end ? end + 1 : at + strlen(at);
+    }
+    call_ref(ctx->conn, "VM.remove_from_other_config", vm,
+             value_string("disks"), NULL);
+    rc = call_ref(ctx->conn, "VM.add_to_other_config", vm,
+                  value_string("disks"), value_string(out.s ? out.s : ""),
+                  NULL);
+out:
+    ds_destroy(&out);
+    value_unref(oc);
+    return rc;
+}
+
+static int
+find_template(struct xe_cmd_ctx *ctx, const char *key, char **ret_ref)
+{
+    struct value *v = NULL;
+    char *ref = NULL;
+
+    if (uuid_is_valid(key)) {
+        return xe_lookup(ctx->conn, "VM", key, false, ret_ref);
+    }
+    if (xe_callv(ctx->conn, "VM.get_by_name_label", &v, key, NULL)) {
+        return -1;
+    }
+    for (size_t i = 0; v->type == VALUE_ARRAY && i < v->u.arr.n; i++) {
+        struct value *t = NULL;
+        const char *r = v->u.arr.items[i]->u.str.s;
+        if (xe_callv(ctx->conn, "VM.get_is_a_template", &t, r, NULL) == 0
+            && t->type == VALUE_BOOL && t->u.b) {
+            ref = xstrdup(r);
+        }
+        value_unref(t);
+        if (ref) {
+            break;
+        }
+    }
+    value_unref(v);
+    if (!ref) {
+        fprintf(stderr, "Error: no template named '%s'\n", key);
+        return -1;
+    }
+    *ret_ref = ref;
+    return 0;
+}
+
+int
+xe_op_vm_install(struct xe_cmd_ctx *ctx)
+{
+    const char *tmpl = xe_arg_get(ctx->args, "template");
+    const char *name = xe_arg_get(ctx->args, "new-name-label");
+    const char *bios = xe_arg_get(ctx->args, "copy-bios-strings-from");
+    char *tref = NULL, *sr = NULL, *vm = NULL, *host = NULL;
+    struct value *v = NULL;
+    int rc = -1;
+
+    if (!tmpl) {
+        tmpl = xe_arg_get(ctx->args, "template-uuid");
+    }
+    if (!tmpl) {
+        tmpl = xe_arg_get(ctx->args, "template-name-label");
+    }
+    if (!tmpl) {
+        return xe_missing("template");
+    }
+    if (find_template(ctx, tmpl, &tref) || choose_sr(ctx, false, &sr)) {
+        goto out;
+    }
+    if (xe_callv(ctx->conn, "VM.clone", &v, tref, name, NULL)) {
+        goto out;
+    }
+    vm = xstrdup(v->u.str.s);
+    if (retarget_disks(ctx, vm, sr)
+        || call_ref(ctx->conn, "VM.provision", vm, NULL)) {
+        /* Leave no half-made VM behind. */
+        call_ref(ctx->conn, "VM.destroy", vm, NULL);
+        goto out;
+    }
+    value_unref(v);
+    v = NULL;
+    if (xe_callv(ctx->conn, "VM.get_is_a_template", &v, vm, NULL) == 0
+        && v->type == VALUE_BOOL && v->u.b) {
+        call_ref(ctx->conn, "VM.set_is_a_template", vm, value_false(), NULL);
+    }
+    if (bios) {
+        if (xe_lookup(ctx->conn, "host", bios, false, &host)
+            || call_ref(ctx->conn, "VM.copy_bios_strings", vm,
+                        value_string(host), NULL)) {
+            goto out;
+        }
+    }
+    printf("%s\n", vm_uuid_of(ctx->conn, vm));
+    rc = 0;
+out:
+    value_unref(v);
+    free(tref);
+    free(sr);
+    free(vm);
+    free(host);
+    return rc;
+}
+
+/* Destroys a VM and the disks only it uses (not CDs), as XenServer's
+ * vm-uninstall does. */
+static int
+uninstall_vm(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    struct value *rec = NULL, *vbds;
+    char **vdis = NULL;
+    size_t n = 0;
+    const char *ps;
+    int rc = -1;
+
+    if (xe_callv(ctx->conn, "VM.get_record", &rec, ref, NULL)) {
+        return -1;
+    }
+    ps = value_struct_get_string(rec, "power_state");
+    if (ps && strcmp(ps, "Halted")) {
+        if (!flag(ctx, "force") && isatty(STDIN_FILENO)) {
+            fprintf(stderr, "Error: the VM is %s: shut it down or add "
+                    "--force\n", ps);
+            goto out;
+        }
+        if (call_ref(ctx->conn, "VM.hard_shutdown", ref, NULL)) {
+            goto out;
+        }
+    }
+    vbds = value_struct_get(rec, "VBDs");
+    vdis = xcalloc(vbds && vbds->type == VALUE_ARRAY ? vbds->u.arr.n + 1 : 1,
+                   sizeof *vdis);
+    for (size_t i = 0; vbds && vbds->type == VALUE_ARRAY && i < vbds->u.arr.n;
+         i++) {
+        struct value *vbd = NULL;
+        if (xe_callv(ctx->conn, "VBD.get_record", &vbd,
+                     vbds->u.arr.items[i]->u.str.s, NULL) == 0) {
+            const char *type = value_struct_get_string(vbd, "type");
+            const char *vdi = value_struct_get_string(vbd, "VDI");
+            if (type && !strcmp(type, "Disk") && vdi
+                && strcmp(vdi, "OpaqueRef:NULL")) {
+                vdis[n++] = xstrdup(vdi);
+            }
+        }
+        value_unref(vbd);
+    }
+    if (call_ref(ctx->conn, "VM.destroy", ref, NULL)) {
+        goto out;
+    }
+    rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct value *users = NULL;
+        /* A disk still attached elsewhere (a shared disk) stays. */
+        if (xe_callv(ctx->conn, "VDI.get_VBDs", &users, vdis[i], NULL) == 0
+            && users->type == VALUE_ARRAY && users->u.arr.n == 0) {
+            if (call_ref(ctx->conn, "VDI.destroy", vdis[i], NULL)) {
+                rc = -1;
+            }
+        }
+        value_unref(users);
+    }
+out:
+    xe_free_strv(vdis, n);
+    value_unref(rec);
+    return rc;
+}
+
+int
+xe_op_vm_uninstall(struct xe_cmd_ctx *ctx)
+{
+    if (!confirm(ctx, "This will destroy the VM and its disks.")) {
+        return -1;
+    }
+    return for_each_vm(ctx, uninstall_vm);
+}
+
+static int
+uninstall_by_key(struct xe_cmd_ctx *ctx, const char *key)
+{
+    char *ref = NULL;
+    int rc;
+
+    if (snapshot_arg(ctx, key, &ref)) {
+        return -1;
+    }
+    if (!confirm(ctx, "This will destroy the object and its disks.")) {
+        free(ref);
+        return -1;
+    }
+    rc = uninstall_vm(ctx, ref);
+    free(ref);
+    return rc;
+}
+
+int xe_op_snapshot_uninstall(struct xe_cmd_ctx *ctx) { return uninstall_by_key(ctx, "uuid"); }
+
+int
+xe_op_template_uninstall(struct xe_cmd_ctx *ctx)
+{
+    char *ref = NULL;
+    int rc;
+
+    if (ref_arg(ctx, "template-uuid", "VM", &ref)) {
+        return -1;
+    }
+    rc = confirm(ctx, "This will destroy the template and its disks.")
+         ? uninstall_vm(ctx, ref) : -1;
+    free(ref);
+    return rc;
+}
+
+int
+xe_op_snapshot_destroy(struct xe_cmd_ctx *ctx)
+{
+    char *ref = NULL;
+    int rc;
+
+    if (snapshot_arg(ctx, "uuid", &ref)) {
+        return -1;
+    }
+    rc = call_ref(ctx->conn, "VM.destroy", ref, NULL);
+    free(ref);
+    return rc;
+}
+
+/* ---- export and import ---- */
+
+static int
+do_export(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    const char *file = xe_arg_get(ctx->args, "filename");
+    const char *compress = xe_arg_get(ctx->args, "compress");
+    char *query;
+    int rc;
+
+    xe_arg_get(ctx->args, "preserve-power-state");
+    query = xasprintf("uuid=%s%s", vm_uuid_of(ctx->conn, ref),
+                      compress && (!strcmp(compress, "true")
+                                   || !strcmp(compress, "gzip")
+                                   || !strcmp(compress, "zstd"))
+                      ? "&use_compression=true" : "");
+    rc = xe_http_get_file(ctx->conn, "/export", query, file, true);
+    free(query);
+    return rc;
+}
+
+int
+xe_op_vm_export(struct xe_cmd_ctx *ctx)
+{
+    char *ref = NULL;
+    int rc;
+
+    if (one_vm(ctx, &ref)) {
+        return -1;
+    }
+    rc = do_export(ctx, ref);
+    free(ref);
+    return rc;
+}
+
+int
+xe_op_vm_import(struct xe_cmd_ctx *ctx)
+{
+    const char *file = xe_arg_get(ctx->args, "filename");
+    bool preserve = flag(ctx, "preserve"), force = flag(ctx, "force");
+    struct value *task = NULL, *result = NULL;
+    char *sr = NULL, *query = NULL;
+    int rc = -1;
+
+    if (!file) {
+        return xe_missing("filename");
+    }
+    if (choose_sr(ctx, false, &sr)) {
+        return -1;
+    }
+    /* Our own task carries the result: the refs of the VMs made. */
+    if (xe_callv(ctx->conn, "task.create", &task, "xe vm-import", file, NULL)) {
+        goto out;
+    }
+    query = xasprintf("task_id=%s%s%s%s%s", task->u.str.s,
+                      strcmp(sr, "OpaqueRef:NULL") ? "&sr_id=" : "",
+                      strcmp(sr, "OpaqueRef:NULL") ? sr : "",
+                      preserve ? "&restore=true" : "",
+                      force ? "&force=true" : "");
+    if (xe_http_put_file(ctx->conn, "/import", query, file, true)) {
+        /* The server may never have seen the task: do not wait on it. */
+        xe_callv(ctx->conn, "task.destroy", NULL, task->u.str.s, NULL);
+        goto out;
+    }
+    if (xe_wait_task(ctx->conn, task->u.str.s, false, &result)) {
+        goto out;
+    }
+    for (size_t i = 0; result->type == VALUE_ARRAY && i < result->u.arr.n; i++) {
+        printf("%s\n", vm_uuid_of(ctx->conn, result->u.arr.items[i]->u.str.s));
+    }
+    rc = 0;
+out:
+    value_unref(task);
+    value_unref(result);
+    free(sr);
+    free(query);
+    return rc;
+}
+
+/* ---- VM disks and CDs ---- */
+
+static struct value *
+vbd_record(const char *vm, const char *vdi, const char *device, bool bootable,
+           const char *type, const char *mode, bool empty, bool unpluggable)
+{
+    struct value *r = value_struct(16);
+
+    value_struct_put(r, "VM", str(vm));
+    value_struct_put(r, "VDI", str(vdi));
+    value_struct_put(r, "userdevice", str(device));
+    value_struct_put(r, "bootable", bootable ? value_true() : value_false());
+    value_struct_put(r, "mode", str(mode));
+    value_struct_put(r, "type", str(type));
+    value_struct_put(r, "empty", empty ? value_true() : value_false());
+    value_struct_put(r, "unpluggable", unpluggable ? value_true() : value_false());
+    value_struct_put(r, "other_config", value_empty_struct());
+    value_struct_put(r, "qos_algorithm_type", value_empty_string());
+    value_struct_put(r, "qos_algorithm_params", value_empty_struct());
+    return r;
+}
+
+/* Plugs a new device into a running VM, as XenServer does. */
+static int
+plug_if_running(struct xe_conn *conn, const char *vm, const char *method,
+                const char *dev)
+{
+    struct value *ps = NULL;
+    int rc = 0;
+
+    if (xe_callv(conn, "VM.get_power_state", &ps, vm, NULL) == 0
+        && value_is_string(ps) && !strcmp(ps->u.str.s, "Running")) {
+        rc = call_ref(conn, method, dev, NULL);
+    }
+    value_unref(ps);
+    return rc;
+}
+
+static int
+create_vdi(struct xe_conn *conn, const char *sr, const char *name,
+           int64_t size, const char *type, bool sharable, struct value *smc,
+           char **ret_ref)
+{
+    struct value *r = value_struct(12), *v = NULL, *params;
+    int rc;
+
+    value_struct_put(r, "name_label", str(name));
+    value_struct_put(r, "SR", str(sr));
+    value_struct_put(r, "virtual_size", value_int(size));
+    value_struct_put(r, "type", str(type));
+    value_struct_put(r, "sharable", sharable ? value_true() : value_false());
+    value_struct_put(r, "read_only", value_false());
+    value_struct_put(r, "other_config", value_empty_struct());
+    value_struct_put(r, "sm_config", smc ? smc : value_empty_struct());
+    params = params_of(1, r);
+    rc = xe_call(conn, "VDI.create", params, &v);
+    value_unref(params);
+    if (rc == 0) {
+        *ret_ref = xstrdup(v->u.str.s);
+    }
+    value_unref(v);
+    return rc;
+}
+
+int
+xe_op_vm_disk_add(struct xe_cmd_ctx *ctx)
+{
+    const char *size_text = xe_arg_get(ctx->args, "disk-size");
+    const char *device = xe_arg_get(ctx->args, "device");
+    char *vm = NULL, *sr = NULL, *vdi = NULL, *vbd = NULL, *name = NULL;
+    struct value *v = NULL, *params;
+    int64_t size;
+    int rc = -1;
+
+    if (parse_size(size_text, &size) || one_vm(ctx, &vm)
+        || choose_sr(ctx, true, &sr)) {
+        goto out;
+    }
+    name = xasprintf("Disk %s of VM %s", device, vm_uuid_of(ctx->conn, vm));
+    if (create_vdi(ctx->conn, sr, name, size, "user", false, NULL, &vdi)) {
+        goto out;
+    }
+    params = params_of(1, vbd_record(vm, vdi, device, false, "Disk", "RW",
+                                     false, true));
+    rc = xe_call(ctx->conn, "VBD.create", params, &v);
+    value_unref(params);
+    if (rc) {
+        call_ref(ctx->conn, "VDI.destroy", vdi, NULL);
+        goto out;
+    }
+    vbd = xstrdup(v->u.str.s);
+    rc = plug_if_running(ctx->conn, vm, "VBD.plug", vbd);
+out:
+    value_unref(v);
+    free(vm);
+    free(sr);
+    free(vdi);
+    free(vbd);
+    free(name);
+    return rc;
+}
+
+/* The VBDs of a VM of one type ("Disk" or "CD"), with their records. */
+static int
+vm_vbds(struct xe_conn *conn, const char *vm, const char *type,
+        struct value **ret)
+{
+    struct value *vbds = NULL, *out = value_struct(4);
+
+    if (xe_callv(conn, "VM.get_VBDs", &vbds, vm, NULL)) {
+        value_unref(out);
+        return -1;
+    }
+    for (size_t i = 0; vbds->type == VALUE_ARRAY && i < vbds->u.arr.n; i++) {
+        struct value *rec = NULL;
+        const char *ref = vbds->u.arr.items[i]->u.str.s;
+        if (xe_callv(conn, "VBD.get_record", &rec, ref, NULL) == 0) {
+            const char *t = value_struct_get_string(rec, "type");
+            if (t && !strcmp(t, type)) {
+                value_struct_put(out, ref, rec);
+                rec = NULL;
+            }
+        }
+        value_unref(rec);
+    }
+    value_unref(vbds);
+    *ret = out;
+    return 0;
+}
+
+static int
+disk_list(struct xe_cmd_ctx *ctx, const char *vm, const char *type,
+          const char *label)
+{
+    const char *vbd_params = xe_arg_get(ctx->args, "vbd-params");
+    const char *vdi_params = xe_arg_get(ctx->args, "vdi-params");
+    struct value *vbds = NULL;
+    int rc = 0;
+
+    if (vm_vbds(ctx->conn, vm, type, &vbds)) {
+        return -1;
+    }
+    for (size_t i = 0; i < vbds->u.st.n; i++) {
+        struct value *one = value_struct(1), *vdi_rec = NULL;
+        const char *vdi = value_struct_get_string(vbds->u.st.m[i].v, "VDI");
+        const char *dev = value_struct_get_string(vbds->u.st.m[i].v,
+                                                  "userdevice");
+        value_struct_put(one, vbds->u.st.m[i].name,
+                         value_ref(vbds->u.st.m[i].v));
+        if (!ctx->minimal) {
+            printf("%s %s VBD:\n", label, dev ? dev : "?");
+            rc |= xe_print_records(ctx->conn, cls_of("VBD"), one,
+                                   vbd_params, false);
+        }
+        value_unref(one);
+        if (vdi && strcmp(vdi, "OpaqueRef:NULL")
+            && xe_callv(ctx->conn, "VDI.get_record", &vdi_rec, vdi, NULL) == 0) {
+            one = value_struct(1);
+            value_struct_put(one, vdi, vdi_rec);
+            if (!ctx->minimal) {
+                printf("%s %s VDI:\n", label, dev ? dev : "?");
+            }
+            rc |= xe_print_records(ctx->conn, cls_of("VDI"), one,
+                                   ctx->minimal ? "uuid" : vdi_params,
+                                   ctx->minimal);
+            value_unref(one);
+        }
+    }
+    value_unref(vbds);
+    return rc;
+}
+
+static int
+do_disk_list(struct xe_cmd_ctx *ctx, const char *vm)
+{
+    return disk_list(ctx, vm, "Disk", "Disk");
+}
+
+int xe_op_vm_disk_list(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_disk_list); }
+
+int
+xe_op_snapshot_disk_list(struct xe_cmd_ctx *ctx)
+{
+    char *ref = NULL;
+    int rc;
+
+    if (snapshot_arg(ctx, "uuid", &ref)) {
+        return -1;
+    }
+    rc = do_disk_list(ctx, ref);
+    free(ref);
+    return rc;
+}
+
+static int
+do_cd_list(struct xe_cmd_ctx *ctx, const char *vm)
+{
+    return disk_list(ctx, vm, "CD", "CD");
+}
+
+int xe_op_vm_cd_list(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_cd_list); }
+
+/* Finds the VBD of a VM by device number, or the first of a type. */
+static int
+find_vbd(struct xe_conn *conn, const char *vm, const char *type,
+         const char *device, char **ret_ref, char **ret_vdi)
+{
+    struct value *vbds = NULL;
+    int rc = -1;
+
+    if (vm_vbds(conn, vm, type, &vbds)) {
+        return -1;
+    }
+    for (size_t i = 0; i < vbds->u.st.n; i++) {
+        const char *dev = value_struct_get_string(vbds->u.st.m[i].v,
+                                                  "userdevice");
+        if (!device || (dev && !strcmp(dev, device))) {
+            *ret_ref = xstrdup(vbds->u.st.m[i].name);
+            if (ret_vdi) {
+                *ret_vdi = xstrdup(value_struct_get_string(vbds->u.st.m[i].v,
+                                                           "VDI") ?: "");
+            }
+            rc = 0;
+            break;
+        }
+    }
+    if (rc) {
+        fprintf(stderr, "Error: the VM has no %s%s%s\n",
+                !strcmp(type, "CD") ? "CD drive" : "disk",
+                device ? " at device " : "", device ? device : "");
+    }
+    value_unref(vbds);
+    return rc;
+}
+
+int
+xe_op_vm_disk_remove(struct xe_cmd_ctx *ctx)
+{
+    const char *device = xe_arg_get(ctx->args, "device");
+    char *vm = NULL, *vbd = NULL, *vdi = NULL;
+    int rc = -1;
+
+    if (one_vm(ctx, &vm) || find_vbd(ctx->conn, vm, "Disk", device, &vbd, &vdi)) {
+        goto out;
+    }
+    if (call_ref(ctx->conn, "VBD.destroy", vbd, NULL)) {
+        goto out;
+    }
+    rc = call_ref(ctx->conn, "VDI.destroy", vdi, NULL);
+out:
+    free(vm);
+    free(vbd);
+    free(vdi);
+    return rc;
+}
+
+/* CDs are found by the name of their VDI, as XenServer's cd-name=. */
+static int
+find_cd(struct xe_cmd_ctx *ctx, char **ret_vdi)
+{
+    const char *name = xe_arg_get(ctx->args, "cd-name");
+
+    if (!name) {
+        return xe_missing("cd-name");
+    }
+    if (uuid_is_valid(name)) {
+        return xe_lookup(ctx->conn, "VDI", name, false, ret_vdi);
+    }
+    return xe_lookup(ctx->conn, "VDI", name, true, ret_vdi);
+}
+
+int
+xe_op_vm_cd_add(struct xe_cmd_ctx *ctx)
+{
+    const char *device = xe_arg_get(ctx->args, "device");
+    char *vm = NULL, *vdi = NULL, *vbd = NULL;
+    struct value *params, *v = NULL;
+    int rc = -1;
+
+    if (one_vm(ctx, &vm) || find_cd(ctx, &vdi)) {
+        goto out;
+    }
+    params = params_of(1, vbd_record(vm, vdi, device, false, "CD", "RO",
+                                     false, true));
+    rc = xe_call(ctx->conn, "VBD.create", params, &v);
+    value_unref(params);
+    if (rc == 0) {
+        vbd = xstrdup(v->u.str.s);
+        rc = plug_if_running(ctx->conn, vm, "VBD.plug", vbd);
+    }
+out:
+    value_unref(v);
+    free(vm);
+    free(vdi);
+    free(vbd);
+    return rc;
+}
+
+int
+xe_op_vm_cd_insert(struct xe_cmd_ctx *ctx)
+{
+    char *vm = NULL, *vdi = NULL, *vbd = NULL;
+    int rc = -1;
+
+    if (one_vm(ctx, &vm) || find_cd(ctx, &vdi)
+        || find_vbd(ctx->conn, vm, "CD", NULL, &vbd, NULL)) {
+        goto out;
+    }
+    rc = call_ref(ctx->conn, "VBD.insert", vbd, value_string(vdi), NULL);
+out:
+    free(vm);
+    free(vdi);
+    free(vbd);
+    return rc;
+}
+
+int
+xe_op_vm_cd_eject(struct xe_cmd_ctx *ctx)
+{
+    char *vm = NULL, *vbd = NULL;
+    int rc = -1;
+
+    if (one_vm(ctx, &vm) || find_vbd(ctx->conn, vm, "CD", NULL, &vbd, NULL)) {
+        goto out;
+    }
+    rc = call_ref(ctx->conn, "VBD.eject", vbd, NULL);
+out:
+    free(vm);
+    free(vbd);
+    return rc;
+}
+
+int
+xe_op_vm_cd_remove(struct xe_cmd_ctx *ctx)
+{
+    char *vm = NULL, *vdi = NULL;
+    struct value *vbds = NULL;
+    int rc = -1;
+
+    if (one_vm(ctx, &vm) || find_cd(ctx, &vdi)
+        || vm_vbds(ctx->conn, vm, "CD", &vbds)) {
+        goto out;
+    }
+    for (size_t i = 0; i < vbds->u.st.n; i++) {
+        const char *v = value_struct_get_string(vbds->u.st.m[i].v, "VDI");
+        if (v && !strcmp(v, vdi)) {
+            rc = call_ref(ctx->conn, "VBD.destroy", vbds->u.st.m[i].name, NULL);
+            goto out;
+        }
+    }
+    fprintf(stderr, "Error: that CD is not in the VM's drives\n");
+out:
+    value_unref(vbds);
+    free(vm);
+    free(vdi);
+    return rc;
+}
+
+static int
+do_vif_list(struct xe_cmd_ctx *ctx, const char *vm)
+{
+    struct value *vifs = NULL, *records = value_struct(4);
+    int rc = -1;
+
+    if (xe_callv(ctx->conn, "VM.get_VIFs", &vifs, vm, NULL)) {
+        goto out;
+    }
+    for (size_t i = 0; vifs->type == VALUE_ARRAY && i < vifs->u.arr.n; i++) {
+        struct value *rec = NULL;
+        const char *ref = vifs->u.arr.items[i]->u.str.s;
+        if (xe_callv(ctx->conn, "VIF.get_record", &rec, ref, NULL) == 0) {
+            value_struct_put(records, ref, rec);
+        }
+    }
+    rc = xe_print_records(ctx->conn, cls_of("VIF"), records,
+                          xe_arg_get(ctx->args, "params"), ctx->minimal);
+out:
+    value_unref(vifs);
+    value_unref(records);
+    return rc;
+}
+
+int xe_op_vm_vif_list(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_vif_list); }
+
+/* The VDIs of ISO SRs. */
+int
+xe_op_cd_list(struct xe_cmd_ctx *ctx)
+{
+    struct value *srs = NULL, *vdis = NULL, *out = value_struct(8);
+    int rc = -1;
+
+    if (xe_callv(ctx->conn, "SR.get_all_records", &srs, NULL)
+        || xe_callv(ctx->conn, "VDI.get_all_records", &vdis, NULL)) {
+        goto out;
+    }
+    for (size_t i = 0; i < vdis->u.st.n; i++) {
+        const char *sr = value_struct_get_string(vdis->u.st.m[i].v, "SR");
+        struct value *srr = sr ? value_struct_get(srs, sr) : NULL;
+        const char *ct = srr ? value_struct_get_string(srr, "content_type") : NULL;
+        if (ct && !strcmp(ct, "iso")) {
+            value_struct_put(out, vdis->u.st.m[i].name,
+                             value_ref(vdis->u.st.m[i].v));
+        }
+    }
+    rc = xe_print_records(ctx->conn, cls_of("VDI"), out,
+                          xe_arg_get(ctx->args, "params")
+                          ?: "uuid,name-label", ctx->minimal);
+out:
+    value_unref(srs);
+    value_unref(vdis);
+    value_unref(out);
+    return rc;
+}
+
+/* ---- memory ---- */
+
+static int
+memory_call(struct xe_cmd_ctx *ctx, const char *method, const char *const *keys,
+            size_t n)
+{
+    char *vm = NULL;
+    struct value *params = value_array(n + 1), *v = NULL;
+    int rc = -1;
+
+    for (size_t i = 0; i < n; i++) {
+        int64_t size;
+        if (parse_size(xe_arg_get(ctx->args, keys[i]), &size)) {
+            goto out;
+        }
+        value_array_append(params, value_int(size));
+    }
+    if (one_vm(ctx, &vm)) {
+        goto out;
+    }
+    {
+        struct value *all = value_array(n + 1);
+        value_array_append(all, value_string(vm));
+        for (size_t i = 0; i < n; i++) {
+            value_array_append(all, value_ref(params->u.arr.items[i]));
+        }
+        rc = xe_call(ctx->conn, method, all, &v);
+        value_unref(all);
+    }
+out:
+    value_unref(params);
+    value_unref(v);
+    free(vm);
+    return rc;
+}
+
+int
+xe_op_vm_memory_set(struct xe_cmd_ctx *ctx)
+{
+    static const char *const k[] = { "memory" };
+    return memory_call(ctx, "VM.set_memory", k, 1);
+}
+
+int
+xe_op_vm_memory_limits_set(struct xe_cmd_ctx *ctx)
+{
+    static const char *const k[] = { "static-min", "static-max",
+                                     "dynamic-min", "dynamic-max" };
+    return memory_call(ctx, "VM.set_memory_limits", k, 4);
+}
+
+int
+xe_op_vm_memory_dynamic_range_set(struct xe_cmd_ctx *ctx)
+{
+    static const char *const k[] = { "min", "max" };
+    return memory_call(ctx, "VM.set_memory_dynamic_range", k, 2);
+}
+
+int
+xe_op_vm_memory_static_range_set(struct xe_cmd_ctx *ctx)
+{
+    static const char *const k[] = { "min", "max" };
+    return memory_call(ctx, "VM.set_memory_static_range", k, 2);
+}
+
+int
+xe_op_vm_memory_target_set(struct xe_cmd_ctx *ctx)
+{
+    static const char *const k[] = { "target" };
+    return memory_call(ctx, "VM.set_memory_target_live", k, 1);
+}
+
+/* ---- VDIs ---- */
+
+int
+xe_op_vdi_create(struct xe_cmd_ctx *ctx)
+{
+    const char *type = xe_arg_get(ctx->args, "type");
+    char *sr = NULL, *vdi = NULL;
+    int64_t size;
+    int rc = -1;
+
+    if (parse_size(xe_arg_get(ctx->args, "virtual-size"), &size)
+        || ref_arg(ctx, "sr-uuid", "SR", &sr)) {
+        goto out;
+    }
+    rc = create_vdi(ctx->conn, sr, xe_arg_get(ctx->args, "name-label"), size,
+                    type ? type : "user", flag(ctx, "sharable"),
+                    map_args(ctx->args, "sm-config"), &vdi);
+    if (rc == 0) {
+        printf("%s\n", xe_ref_uuid(ctx->conn, "VDI", vdi));
+    }
+out:
+    free(sr);
+    free(vdi);
+    return rc;
+}
+
+static int
+on_uuid(struct xe_cmd_ctx *ctx, const char *cls, const char *method)
+{
+    char *ref = NULL;
+    int rc;
+
+    if (ref_arg(ctx, "uuid", cls, &ref)) {
+        return -1;
+    }
+    rc = call_ref(ctx->conn, method, ref, NULL);
+    free(ref);
+    return rc;
+}
+
+int xe_op_vdi_destroy(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "VDI", "VDI.destroy"); }
+int xe_op_vdi_forget(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "VDI", "VDI.forget"); }
+
+static int
+vdi_transfer(struct xe_cmd_ctx *ctx, bool import)
+{
+    const char *file = xe_arg_get(ctx->args, "filename");
+    const char *format = xe_arg_get(ctx->args, "format");
+    bool progress = flag(ctx, "progress") || !xe_arg_get(ctx->args, "progress");
+    char *vdi = NULL, *query;
+    int rc;
+
+    if (ref_arg(ctx, "uuid", "VDI", &vdi)) {
+        return -1;
+    }
+    query = xasprintf("vdi=%s&format=%s", vdi, format ? format : "raw");
+    rc = import ? xe_http_put_file(ctx->conn, "/import_raw_vdi", query, file,
+                                   progress)
+                : xe_http_get_file(ctx->conn, "/export_raw_vdi", query, file,
+                                   progress);
+    free(query);
+    free(vdi);
+    return rc;
+}
+
+int xe_op_vdi_import(struct xe_cmd_ctx *ctx) { return vdi_transfer(ctx, true); }
+
+int
+xe_op_vdi_export(struct xe_cmd_ctx *ctx)
+{
+    if (xe_arg_get(ctx->args, "base")) {
+        fprintf(stderr, "Error: base= (differencing export) is not supported "
+                "yet\n");
+        return -1;
+    }
+    return vdi_transfer(ctx, false);
+}
+
+int
+xe_op_vdi_clone(struct xe_cmd_ctx *ctx)
+{
+    const char *name = xe_arg_get(ctx->args, "new-name-label");
+    const char *desc = xe_arg_get(ctx->args, "new-name-description");
+    char *vdi = NULL, *new_ref = NULL;
+    int rc;
+
+    if (ref_arg(ctx, "uuid", "VDI", &vdi)) {
+        return -1;
+    }
+    rc = call_print_uuid(ctx->conn, "VDI.clone", "VDI",
+                         params_of(2, str(vdi), map_args(ctx->args,
+                                                         "driver-params")),
+                         &new_ref);
+    if (rc == 0 && name) {
+        rc = call_ref(ctx->conn, "VDI.set_name_label", new_ref,
+                      value_string(name), NULL);
+    }
+    if (rc == 0 && desc) {
+        rc = call_ref(ctx->conn, "VDI.set_name_description", new_ref,
+                      value_string(desc), NULL);
+    }
+    free(vdi);
+    free(new_ref);
+    return rc;
+}
+
+int
+xe_op_vdi_snapshot(struct xe_cmd_ctx *ctx)
+{
+    char *vdi = NULL;
+    int rc;
+
+    if (ref_arg(ctx, "uuid", "VDI", &vdi)) {
+        return -1;
+    }
+    rc = call_print_uuid(ctx->conn, "VDI.snapshot", "VDI",
+                         params_of(2, str(vdi), map_args(ctx->args,
+                                                         "driver-params")),
+                         NULL);
+    free(vdi);
+    return rc;
+}
+
+int
+xe_op_vdi_resize(struct xe_cmd_ctx *ctx)
+{
+    char *vdi = NULL;
+    int64_t size;
+    int rc;
+
+    if (parse_size(xe_arg_get(ctx->args, "disk-size"), &size)
+        || ref_arg(ctx, "uuid", "VDI", &vdi)) {
+        return -1;
+    }
+    xe_arg_get(ctx->args, "online");
+    rc = call_ref(ctx->conn, "VDI.resize", vdi, value_int(size), NULL);
+    free(vdi);
+    return rc;
+}
+
+int
+xe_op_vdi_copy(struct xe_cmd_ctx *ctx)
+{
+    const char *sr_uuid = xe_arg_get(ctx->args, "sr-uuid");
+    const char *base_uuid = xe_arg_get(ctx->args, "base-vdi-uuid");
+    const char *into_uuid = xe_arg_get(ctx->args, "into-vdi-uuid");
+    char *vdi = NULL, *sr = NULL, *base = NULL, *into = NULL;
+    int rc = -1;
+
+    if (ref_arg(ctx, "uuid", "VDI", &vdi)
+        || (sr_uuid && xe_lookup(ctx->conn, "SR", sr_uuid, false, &sr))
+        || (base_uuid && xe_lookup(ctx->conn, "VDI", base_uuid, false, &base))
+        || (into_uuid && xe_lookup(ctx->conn, "VDI", into_uuid, false, &into))) {
+        goto out;
+    }
+    rc = call_print_uuid(ctx->conn, "VDI.copy", "VDI",
+                         params_of(4, str(vdi), str(sr ?: "OpaqueRef:NULL"),
+                                   str(base ?: "OpaqueRef:NULL"),
+                                   str(into ?: "OpaqueRef:NULL")), NULL);
+out:
+    free(vdi);
+    free(sr);
+    free(base);
+    free(into);
+    return rc;
+}
+
+/* ---- SRs and PBDs ---- */
+
+int
+xe_op_sr_create(struct xe_cmd_ctx *ctx)
+{
+    const char *size_text = xe_arg_get(ctx->args, "physical-size");
+    const char *ct = xe_arg_get(ctx->args, "content-type");
+    char *host = NULL;
+    int64_t size = 0;
+    int rc;
+
+    if ((size_text && parse_size(size_text, &size)) || choose_host(ctx, &host)) {
+        free(host);
+        return -1;
+    }
+    rc = call_print_uuid(ctx->conn, "SR.create", "SR",
+                         params_of(9, str(host),
+                                   map_args(ctx->args, "device-config"),
+                                   value_int(size),
+                                   str(xe_arg_get(ctx->args, "name-label")),
+                                   str(xe_arg_get(ctx->args, "name-description")),
+                                   str(xe_arg_get(ctx->args, "type")),
+                                   str(ct ? ct : "user"),
+                                   bool_arg(ctx, "shared", false),
+                                   map_args(ctx->args, "sm-config")), NULL);
+    free(host);
+    return rc;
+}
+
+int xe_op_sr_destroy(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "SR", "SR.destroy"); }
+int xe_op_sr_scan(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "SR", "SR.scan"); }
+int xe_op_sr_forget(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "SR", "SR.forget"); }
+int xe_op_sr_update(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "SR", "SR.update"); }
+
+int
+xe_op_pbd_create(struct xe_cmd_ctx *ctx)
+{
+    char *host = NULL, *sr = NULL;
+    struct value *r;
+    int rc = -1;
+
+    if (ref_arg(ctx, "host-uuid", "host", &host)
+        || ref_arg(ctx, "sr-uuid", "SR", &sr)) {
+        goto out;
+    }
+    r = value_struct(4);
+    value_struct_put(r, "host", str(host));
+    value_struct_put(r, "SR", str(sr));
+    value_struct_put(r, "device_config", map_args(ctx->args, "device-config"));
+    value_struct_put(r, "other_config", value_empty_struct());
+    rc = call_print_uuid(ctx->conn, "PBD.create", "PBD", params_of(1, r), NULL);
+out:
+    free(host);
+    free(sr);
+    return rc;
+}
+
+int xe_op_pbd_destroy(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "PBD", "PBD.destroy"); }
+int xe_op_pbd_plug(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "PBD", "PBD.plug"); }
+int xe_op_pbd_unplug(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "PBD", "PBD.unplug"); }
+
+/* ---- VBDs, VIFs, networks ---- */
+
+int
+xe_op_vbd_create(struct xe_cmd_ctx *ctx)
+{
+    const char *vdi_uuid = xe_arg_get(ctx->args, "vdi-uuid");
+    const char *type = xe_arg_get(ctx->args, "type");
+    const char *mode = xe_arg_get(ctx->args, "mode");
+    char *vm = NULL, *vdi = NULL;
+    int rc = -1;
+
+    if (ref_arg(ctx, "vm-uuid", "VM", &vm)
+        || (vdi_uuid && xe_lookup(ctx->conn, "VDI", vdi_uuid, false, &vdi))) {
+        goto out;
+    }
+    rc = call_print_uuid(
+        ctx->conn, "VBD.create", "VBD",
+        params_of(1, vbd_record(vm, vdi ? vdi : "OpaqueRef:NULL",
+                                xe_arg_get(ctx->args, "device"),
+                                flag(ctx, "bootable"), type ? type : "Disk",
+                                mode ? mode : "RW", vdi == NULL,
+                                !xe_arg_get(ctx->args, "unpluggable")
+                                || flag(ctx, "unpluggable"))),
+        NULL);
+out:
+    free(vm);
+    free(vdi);
+    return rc;
+}
+
+int xe_op_vbd_destroy(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "VBD", "VBD.destroy"); }
+int xe_op_vbd_plug(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "VBD", "VBD.plug"); }
+int xe_op_vbd_eject(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "VBD", "VBD.eject"); }
+
+int
+xe_op_vbd_unplug(struct xe_cmd_ctx *ctx)
+{
+    xe_arg_get(ctx->args, "timeout");
+    return on_uuid(ctx, "VBD", flag(ctx, "force") ? "VBD.unplug_force"
+                                                   : "VBD.unplug");
+}
+
+int
+xe_op_vbd_insert(struct xe_cmd_ctx *ctx)
+{
+    char *vbd = NULL, *vdi = NULL;
+    int rc = -1;
+
+    if (ref_arg(ctx, "uuid", "VBD", &vbd)
+        || ref_arg(ctx, "vdi-uuid", "VDI", &vdi)) {
+        goto out;
+    }
+    rc = call_ref(ctx->conn, "VBD.insert", vbd, value_string(vdi), NULL);
+out:
+    free(vbd);
+    free(vdi);
+    return rc;
+}
+
+int
+xe_op_vif_create(struct xe_cmd_ctx *ctx)
+{
+    const char *mac = xe_arg_get(ctx->args, "mac");
+    char *vm = NULL, *net = NULL;
+    struct value *r;
+    int rc = -1;
+
+    if (ref_arg(ctx, "vm-uuid", "VM", &vm)
+        || ref_arg(ctx, "network-uuid", "network", &net)) {
+        goto out;
+    }
+    r = value_struct(10);
+    value_struct_put(r, "device", str(xe_arg_get(ctx->args, "device")));
+    value_struct_put(r, "network", str(net));
+    value_struct_put(r, "VM", str(vm));
+    /* An empty MAC asks the toolstack to choose one. */
+    value_struct_put(r, "MAC", str(mac && strcmp(mac, "random") ? mac : ""));
+    value_struct_put(r, "MTU", value_int(1500));
+    value_struct_put(r, "other_config", value_empty_struct());
+    value_struct_put(r, "qos_algorithm_type", value_empty_string());
+    value_struct_put(r, "qos_algorithm_params", value_empty_struct());
+    rc = call_print_uuid(ctx->conn, "VIF.create", "VIF", params_of(1, r), NULL);
+out:
+    free(vm);
+    free(net);
+    return rc;
+}
+
+int xe_op_vif_destroy(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "VIF", "VIF.destroy"); }
+int xe_op_vif_plug(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "VIF", "VIF.plug"); }
+
+int
+xe_op_vif_unplug(struct xe_cmd_ctx *ctx)
+{
+    return on_uuid(ctx, "VIF", flag(ctx, "force") ? "VIF.unplug_force"
+                                                   : "VIF.unplug");
+}
+
+int
+xe_op_network_create(struct xe_cmd_ctx *ctx)
+{
+    const char *mtu = xe_arg_get(ctx->args, "MTU");
+    const char *bridge = xe_arg_get(ctx->args, "bridge");
+    struct value *r = value_struct(8);
+    int64_t m = 1500;
+
+    if (mtu && str_to_int64(mtu, &m)) {
+        fprintf(stderr, "Error: MTU must be a number\n");
+        value_unref(r);
+        return -1;
+    }
+    value_struct_put(r, "name_label", str(xe_arg_get(ctx->args, "name-label")));
+    value_struct_put(r, "name_description",
+                     str(xe_arg_get(ctx->args, "name-description")));
+    value_struct_put(r, "MTU", value_int(m));
+    value_struct_put(r, "other_config", value_empty_struct());
+    if (bridge) {
+        value_struct_put(r, "bridge", value_string(bridge));
+    }
+    if (xe_arg_get(ctx->args, "managed")) {
+        value_struct_put(r, "managed", bool_arg(ctx, "managed", true));
+    }
+    return call_print_uuid(ctx->conn, "network.create", "network",
+                           params_of(1, r), NULL);
+}
+
+int xe_op_network_destroy(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "network", "network.destroy"); }
+
+/* ---- tasks and events ---- */
+
+int xe_op_task_cancel(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "task", "task.cancel"); }
+
+/* event-wait class=<class> <field>=<value> ... [<field>=/=<value>]: returns
+ * when one object of the class matches every condition, checking again
+ * after each change event.event.from blocks on the server between checks,
+ * so waiting costs no polling. */
+int
+xe_op_event_wait(struct xe_cmd_ctx *ctx)
+{
+    const char *cls_name = xe_arg_get(ctx->args, "class");
+    const struct xe_class *cls = xe_class_by_xe(cls_name);
+    struct value *records = NULL, *ev = NULL;
+    char *token = xstrdup("");
+    char method[128];
+    int rc = -1;
+
+    if (!cls) {
+        cls = xe_class_by_api(cls_name);
+    }
+    if (!cls || !cls->listable) {
+        fprintf(stderr, "Error: unknown class '%s'\n", cls_name);
+        goto out;
+    }
+    snprintf(method, sizeof method, "%s.get_all_records", cls->api);
+    for (;;) {
+        struct value *classes, *params;
+        bool found = false;
+
+        if (xe_callv(ctx->conn, method, &records, NULL)) {
+            goto out;
+        }
+        for (size_t i = 0; !found && i < records->u.st.n; i++) {
+            struct value *one = value_struct(1);
+            bool all = true;
+            value_struct_put(one, records->u.st.m[i].name,
+                             value_ref(records->u.st.m[i].v));
+            for (size_t a = 0; all && a < ctx->args->n; a++) {
+                struct xe_arg *arg = &ctx->args->v[a];
+                const struct xe_field *f;
+                struct value *fv;
+                bool negate = arg->value[0] == '/' && arg->value[1] == '=';
+                const char *want = negate ? arg->value + 2 : arg->value;
+                struct ds text = DS_EMPTY;
+
+                if (!strcmp(arg->key, "class")) {
+                    continue;
+                }
+                f = xe_field_by_xe(cls, arg->key);
+                if (!f) {
+                    fprintf(stderr, "Error: unknown field '%s' for class %s\n",
+                            arg->key, cls->xe);
+                    value_unref(one);
+                    goto out;
+                }
+                arg->used = true;
+                fv = value_struct_get(records->u.st.m[i].v, f->api);
+                if (value_is_string(fv) && f->kind == XE_ENUM) {
+                    for (const char *p = fv->u.str.s; *p; p++) {
+                        ds_put_char(&text, (char)tolower((unsigned char)*p));
+                    }
+                } else if (value_is_string(fv) && f->kind == XE_REF) {
+                    ds_put_cstr(&text, xe_ref_uuid(ctx->conn, f->ref_class,
+                                                   fv->u.str.s));
+                } else if (fv && fv->type == VALUE_BOOL) {
+                    ds_put_cstr(&text, fv->u.b ? "true" : "false");
+                } else if (fv && fv->type == VALUE_INT) {
+                    ds_put_int(&text, fv->u.i);
+                } else if (value_is_string(fv)) {
+                    ds_put_cstr(&text, fv->u.str.s);
+                }
+                all = (strcmp(text.s ? text.s : "", want) == 0) != negate;
+                ds_destroy(&text);
+            }
+            value_unref(one);
+            found = all;
+        }
+        value_unref(records);
+        records = NULL;
+        if (found) {
+            break;
+        }
+        classes = value_array(1);
+        value_array_append(classes, value_string(cls->api));
+        params = params_of(3, classes, value_string(token), value_double(30.0));
+        rc = xe_call(ctx->conn, "event.from", params, &ev);
+        value_unref(params);
+        if (rc) {
+            goto out;
+        }
+        rc = -1;
+        free(token);
+        token = xstrdup(value_struct_get_string(ev, "token") ?: "");
+        value_unref(ev);
+        ev = NULL;
+    }
+    rc = 0;
+out:
+    value_unref(records);
+    value_unref(ev);
+    free(token);
+    return rc;
+}
+
+/* ---- users and roles ---- */
+
+int
+xe_op_subject_add(struct xe_cmd_ctx *ctx)
+{
+    const char *name = xe_arg_get(ctx->args, "subject-name");
+    struct value *sid = NULL, *info = NULL, *r;
+    int rc = -1;
+
+    /* The external directory turns the name into an identifier and the
+     * facts recorded with the subject. */
+    if (xe_callv(ctx->conn, "auth.get_subject_identifier", &sid, name, NULL)
+        || xe_callv(ctx->conn, "auth.get_subject_information_from_identifier",
+                    &info, sid->u.str.s, NULL)) {
+        goto out;
+    }
+    r = value_struct(2);
+    value_struct_put(r, "subject_identifier", value_ref(sid));
+    value_struct_put(r, "other_config", value_ref(info));
+    rc = call_print_uuid(ctx->conn, "subject.create", "subject",
+                         params_of(1, r), NULL);
+out:
+    value_unref(sid);
+    value_unref(info);
+    return rc;
+}
+
+int
+xe_op_subject_remove(struct xe_cmd_ctx *ctx)
+{
+    char *ref = NULL;
+    int rc;
+
+    if (ref_arg(ctx, "subject-uuid", "subject", &ref)) {
+        return -1;
+    }
+    rc = call_ref(ctx->conn, "subject.destroy", ref, NULL);
+    free(ref);
+    return rc;
+}
+
+static int
+subject_role(struct xe_cmd_ctx *ctx, const char *method)
+{
+    const char *rname = xe_arg_get(ctx->args, "role-name");
+    const char *ruuid = xe_arg_get(ctx->args, "role-uuid");
+    char *subj = NULL, *role = NULL;
+    struct value *v = NULL;
+    int rc = -1;
+
+    if (ref_arg(ctx, "uuid", "subject", &subj)) {
+        goto out;
+    }
+    if (ruuid) {
+        if (xe_lookup(ctx->conn, "role", ruuid, false, &role)) {
+            goto out;
+        }
+    } else if (rname) {
+        if (xe_callv(ctx->conn, "role.get_by_name_label", &v, rname, NULL)) {
+            goto out;
+        }
+        if (v->type != VALUE_ARRAY || v->u.arr.n == 0) {
+            fprintf(stderr, "Error: no role named '%s'\n", rname);
+            goto out;
+        }
+        role = xstrdup(v->u.arr.items[0]->u.str.s);
+    } else {
+        fprintf(stderr, "Error: give role-name= or role-uuid=\n");
+        goto out;
+    }
+    rc = call_ref(ctx->conn, method, subj, value_string(role), NULL);
+out:
+    value_unref(v);
+    free(subj);
+    free(role);
+    return rc;
+}
+
+int xe_op_subject_role_add(struct xe_cmd_ctx *ctx) { return subject_role(ctx, "subject.add_to_roles"); }
+int xe_op_subject_role_remove(struct xe_cmd_ctx *ctx) { return subject_role(ctx, "subject.remove_from_roles"); }
+
+int
+xe_op_user_password_change(struct xe_cmd_ctx *ctx)
+{
+    const char *old = xe_arg_get(ctx->args, "old");
+    return xe_callv(ctx->conn, "session.change_password", NULL, old ? old : "",
+                    xe_arg_get(ctx->args, "new"), NULL);
+}
+
+int
+xe_op_session_subject_identifier_list(struct xe_cmd_ctx *ctx)
+{
+    struct value *v = NULL;
+
+    if (xe_callv(ctx->conn, "session.get_all_subject_identifiers", &v, NULL)) {
+        return -1;
+    }
+    for (size_t i = 0; v->type == VALUE_ARRAY && i < v->u.arr.n; i++) {
+        printf("%s\n", v->u.arr.items[i]->u.str.s);
+    }
+    value_unref(v);
+    return 0;
+}
+
+/* ---- messages, secrets, appliances, hosts, pool ---- */
+
+int
+xe_op_message_create(struct xe_cmd_ctx *ctx)
+{
+    static const struct {
+        const char *key, *cls;
+    } targets[] = {
+        { "vm-uuid", "VM" }, { "host-uuid", "Host" }, { "sr-uuid", "SR" },
+        { "pool-uuid", "Pool" },
+    };
+    const char *cls = NULL, *uuid = NULL;
+    int64_t prio;
+
+    for (size_t i = 0; i < ARRAY_SIZE(targets); i++) {
+        const char *u = xe_arg_get(ctx->args, targets[i].key);
+        if (u) {
+            cls = targets[i].cls;
+            uuid = u;
+        }
+    }
+    if (!cls) {
+        fprintf(stderr, "Error: give one of vm-uuid=, host-uuid=, sr-uuid=, "
+                "pool-uuid=\n");
+        return -1;
+    }
+    if (str_to_int64(xe_arg_get(ctx->args, "priority"), &prio)) {
+        fprintf(stderr, "Error: priority must be a number\n");
+        return -1;
+    }
+    return call_print_uuid(ctx->conn, "message.create", "message",
+                           params_of(5, str(xe_arg_get(ctx->args, "name")),
+                                     value_int(prio), str(cls), str(uuid),
+                                     str(xe_arg_get(ctx->args, "body"))),
+                           NULL);
+}
+
+int
+xe_op_message_destroy(struct xe_cmd_ctx *ctx)
+{
+    const char *uuid = xe_arg_get(ctx->args, "uuid");
+    const char *uuids = xe_arg_get(ctx->args, "uuids");
+    char *all = xasprintf("%s%s%s", uuid ? uuid : "", uuid && uuids ? "," : "",
+                          uuids ? uuids : "");
+    char *save = NULL;
+    int rc = 0;
+
+    for (char *u = strtok_r(all, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
+        char *ref = NULL;
+        if (xe_lookup(ctx->conn, "message", u, false, &ref)
+            || call_ref(ctx->conn, "message.destroy", ref, NULL)) {
+            rc = -1;
+        }
+        free(ref);
+    }
+    free(all);
+    return rc;
+}
+
+int
+xe_op_secret_create(struct xe_cmd_ctx *ctx)
+{
+    struct value *r = value_struct(2);
+
+    value_struct_put(r, "value", str(xe_arg_get(ctx->args, "value")));
+    value_struct_put(r, "other_config", value_empty_struct());
+    return call_print_uuid(ctx->conn, "secret.create", "secret",
+                           params_of(1, r), NULL);
+}
+
+int xe_op_secret_destroy(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "secret", "secret.destroy"); }
+
+int
+xe_op_appliance_create(struct xe_cmd_ctx *ctx)
+{
+    struct value *r = value_struct(2);
+
+    value_struct_put(r, "name_label", str(xe_arg_get(ctx->args, "name-label")));
+    value_struct_put(r, "name_description",
+                     str(xe_arg_get(ctx->args, "name-description")));
+    return call_print_uuid(ctx->conn, "VM_appliance.create", "VM_appliance",
+                           params_of(1, r), NULL);
+}
+
+int xe_op_appliance_destroy(struct xe_cmd_ctx *ctx) { return on_uuid(ctx, "VM_appliance", "VM_appliance.destroy"); }
+
+static int
+do_host_enable(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    return call_ref(ctx->conn, "host.enable", ref, NULL);
+}
+
+static int
+do_host_disable(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    return call_ref(ctx->conn, "host.disable", ref, NULL);
+}
+
+int xe_op_host_enable(struct xe_cmd_ctx *ctx) { return for_each_host(ctx, do_host_enable); }
+
+int
+xe_op_host_disable(struct xe_cmd_ctx *ctx)
+{
+    xe_arg_get(ctx->args, "auto-enable");
+    return for_each_host(ctx, do_host_disable);
+}
+
+int
+xe_op_pool_sync_database(struct xe_cmd_ctx *ctx)
+{
+    return xe_callv(ctx->conn, "pool.sync_database", NULL, NULL);
+}
+
+int
+xe_op_audit_log_get(struct xe_cmd_ctx *ctx)
+{
+    const char *since = xe_arg_get(ctx->args, "since");
+    char *query = since ? xasprintf("since=%s", since) : xstrdup("");
+    int rc = xe_http_get_file(ctx->conn, "/audit_log", query,
+                              xe_arg_get(ctx->args, "filename"), false);
+    free(query);
+    return rc;
+}
+
+int
+xe_op_vm_destroy(struct xe_cmd_ctx *ctx)
+{
+    return on_uuid(ctx, "VM", "VM.destroy");
+}
