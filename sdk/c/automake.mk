@@ -17,7 +17,7 @@ CLEANFILES += $(SDK_C_GEN_SOURCES) sdk/c/gen.stamp sdk/c/libxenserver.so \
 	sdk/c/libxenserver.so.$(SDK_C_SOVERSION) sdk/c/libxenserver.a \
 	sdk/c/libxenserver-all.o sdk/c/xenserver.pc
 EXTRA_DIST += idl/gen-c-sdk.py sdk/c/libxenserver.map sdk/c/xenserver.pc.in \
-	sdk/c/include/xen/api/xen_common.h sdk/c/examples
+	sdk/c/include/xen/api/xen_common.h sdk/c/examples sdk/c/tests
 
 sdk/c/gen.stamp: $(IDL_FILES) $(srcdir)/idl/idl.py $(srcdir)/idl/gen-c-sdk.py
 	@$(MKDIR_P) sdk/c
@@ -121,8 +121,12 @@ sdk-c-install-data: sdk/c/xenserver.pc sdk/c/gen.stamp
 		$(DESTDIR)$(includedir)/xen/api/
 	$(INSTALL_DATA) sdk/c/xenserver.pc $(DESTDIR)$(libdir)/pkgconfig/
 
+# Only the headers this build installs: xen/api/ may hold others'.
 sdk-c-uninstall:
-	rm -rf $(DESTDIR)$(includedir)/xen/api
+	for f in xen_common.h `cd $(SDK_C_HEADERS_DIR) 2>/dev/null && ls *.h`; do \
+		rm -f $(DESTDIR)$(includedir)/xen/api/$$f; \
+	done
+	-rmdir $(DESTDIR)$(includedir)/xen/api $(DESTDIR)$(includedir)/xen 2>/dev/null
 	rm -f $(DESTDIR)$(libdir)/libxenserver.so \
 		$(DESTDIR)$(libdir)/libxenserver.so.$(SDK_C_SOVERSION) \
 		$(DESTDIR)$(libdir)/libxenserver.a \
