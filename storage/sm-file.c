@@ -1591,13 +1591,42 @@ gc_plan(const struct catalog *c, const struct sm_gc_hooks *hooks,
     return GC_NOTHING;
 }
 
+/* The first half of both merges: coalesces child into its parent base,
+ * then journals "op base child" (*ret_j), from which on the base holds
+ * everything.  Nothing reads the base except through child (its only
+ * child), and coalescing only copies sectors child holds, so every chain
+ * reads the same before, during and after.  what ("gc-base", "gc-leaf")
+ * names the crash points. */
+static int
+gc_coalesce(struct sm_sr *sr, const char *what, const char *op,
+            const char *base, const char *child,
+            const struct sm_gc_hooks *hooks, struct journal *ret_j,
+            char **ret_err)
+{
+    char *child_path = image_path(sr, child, "vhd");
+    int rc;
+
+    op_crash_point(what, "start");
+    rc = vhd_coalesce(child_path, hooks ? hooks->progress : NULL,
+                      hooks ? hooks->aux : NULL, ret_err);
+    if (!rc) {
+        op_crash_point(what, "coalesced");
+        rc = journal_write(sr, GC_JOURNAL, op, base, child, NULL, ret_j,
+                           ret_err);
+    }
+    if (!rc) {
+        op_crash_point(what, "journal");
+    }
+    free(child_path);
+    return rc;
+}
+
 static int
 gc_merge_leaf(struct sm_sr *sr, const char *base, const char *leaf,
               const struct sm_gc_hooks *hooks, char **ret_err)
 {
     char *base_path = image_path(sr, base, "vhd");
     char *leaf_path = image_path(sr, leaf, "vhd");
-    vhd_progress_fn *progress = hooks ? hooks->progress : NULL;
     bool paused = false, journaled = false;
     struct vhd *guard = NULL;
     struct journal j = { .op = "" };
@@ -1619,20 +1648,11 @@ gc_merge_leaf(struct sm_sr *sr, const char *base, const char *leaf,
                      err ? err : strerror(-rc));
         goto out;
     }
-    sm_crash_point("gc-leaf-start");
-    rc = vhd_coalesce(leaf_path, progress, hooks ? hooks->aux : NULL,
-                      ret_err);
-    if (rc) {
-        goto out;
-    }
-    sm_crash_point("gc-leaf-coalesced");
-    rc = journal_write(sr, GC_JOURNAL, "swap", base, leaf, NULL, &j,
-                       ret_err);
+    rc = gc_coalesce(sr, "gc-leaf", "swap", base, leaf, hooks, &j, ret_err);
     if (rc) {
         goto out;
     }
     journaled = true;
-    sm_crash_point("gc-leaf-journal");
     rc = set_hidden(base_path, false, ret_err);
     if (rc) {
         goto out;
@@ -1673,32 +1693,17 @@ static int
 gc_merge_base(struct sm_sr *sr, const char *base, const char *child,
               const struct sm_gc_hooks *hooks, char **ret_err)
 {
-    char *child_path = image_path(sr, child, "vhd");
-    vhd_progress_fn *progress = hooks ? hooks->progress : NULL;
     struct journal j;
     int rc;
 
-    sm_crash_point("gc-base-start");
-    /* Nothing reads base except through child (its only child), and
-     * coalescing only copies sectors child holds, so every chain reads
-     * the same before, during and after. */
-    rc = vhd_coalesce(child_path, progress, hooks ? hooks->aux : NULL,
-                      ret_err);
+    rc = gc_coalesce(sr, "gc-base", "reparent", base, child, hooks, &j,
+                     ret_err);
     if (rc) {
-        goto out;
+        return rc;
     }
-    sm_crash_point("gc-base-coalesced");
-    rc = journal_write(sr, GC_JOURNAL, "reparent", base, child, NULL, &j,
-                       ret_err);
-    if (rc) {
-        goto out;
-    }
-    sm_crash_point("gc-base-journal");
     /* From here the job is finished, now or by a later step. */
     rc = recover_gc(sr, &j, hooks, ret_err);
     sm_crash_point("gc-base-done");
-out:
-    free(child_path);
     return rc;
 }
 
@@ -1836,23 +1841,10 @@ file_dir(const struct sm_map *device_config, const char **ret_dir,
     return 0;
 }
 
-static void
-put_srlist(struct ds *xml, const char *const *uuids, size_t n)
-{
-    ds_put_cstr(xml, "<?xml version=\"1.0\" ?>\n<SRlist>\n");
-    for (size_t i = 0; i < n; i++) {
-        ds_put_cstr(xml, "\t<SR>\n\t\t<UUID>");
-        ds_put_xml_escaped(xml, uuids[i], strlen(uuids[i]));
-        ds_put_cstr(xml, "</UUID>\n\t</SR>\n");
-    }
-    ds_put_cstr(xml, "</SRlist>\n");
-}
-
 static int
 file_probe(const struct sm_map *device_config, const struct sm_map *sm_config,
            char **ret_xml, char **ret_err)
 {
-    struct ds xml = DS_EMPTY;
     const char *dir = NULL;
     char uuid[37];
     const char *list[1] = { uuid };
@@ -1863,8 +1855,7 @@ file_probe(const struct sm_map *device_config, const struct sm_map *sm_config,
     if (rc) {
         return rc;
     }
-    put_srlist(&xml, list, marker_read(dir, uuid) ? 0 : 1);
-    *ret_xml = ds_steal(&xml);
+    *ret_xml = sm_srlist_xml(list, marker_read(dir, uuid) ? 0 : 1);
     return 0;
 }
 
@@ -2084,7 +2075,6 @@ static int
 ext_probe(const struct sm_map *device_config, const struct sm_map *sm_config,
           char **ret_xml, char **ret_err)
 {
-    struct ds xml = DS_EMPTY;
     char uuid[37];
     const char *list[1] = { uuid };
     int rc;
@@ -2094,8 +2084,7 @@ ext_probe(const struct sm_map *device_config, const struct sm_map *sm_config,
     if (rc && rc != -ENOENT) {
         return rc;
     }
-    put_srlist(&xml, list, rc ? 0 : 1);
-    *ret_xml = ds_steal(&xml);
+    *ret_xml = sm_srlist_xml(list, rc ? 0 : 1);
     return 0;
 }
 
@@ -2356,7 +2345,6 @@ nfs_probe(const struct sm_map *device_config, const struct sm_map *sm_config,
     char tmpl[] = "/tmp/sm-nfs-probe.XXXXXX";
     const char **uuids = NULL;
     struct nfs_target t;
-    struct ds xml = DS_EMPTY;
     struct dirent *de;
     size_t n = 0;
     DIR *d = NULL;
@@ -2390,8 +2378,7 @@ nfs_probe(const struct sm_map *device_config, const struct sm_map *sm_config,
             uuids[n++] = xstrdup(de->d_name);
         }
     }
-    put_srlist(&xml, uuids, n);
-    *ret_xml = ds_steal(&xml);
+    *ret_xml = sm_srlist_xml(uuids, n);
     rc = 0;
 out:
     if (d) {

@@ -9,6 +9,7 @@
 #define SM_INT_H 1
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 #include "sm.h"
@@ -35,6 +36,10 @@ int sm_mkdir_p(const char *path, mode_t mode);
  * its used blocks and what an unprivileged writer may still use. */
 int sm_stat_filesystem(const char *dir, struct sm_sr_stat *ret_stat,
                        char **ret_err);
+
+/* SR.probe's answer in XenServer's format listing the SRs uuids[0..n)
+ * (n may be 0), malloc'd. */
+char *sm_srlist_xml(const char *const *uuids, size_t n);
 
 /* Mounts source at mount_point (made first, with its parents) with
  * "mount -t type -o options". */

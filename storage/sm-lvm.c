@@ -2486,6 +2486,36 @@ coalesce_into_parent(struct sm_sr *sr, const struct image *child,
     return rc;
 }
 
+/* The first half of both merges: coalesces child into parent (the chains
+ * read the same whatever a crash leaves), then adds the journal
+ * PREFIX<child>_<parent> (malloc'd in *ret_journal), which says that the
+ * parent now holds everything.  what ("base", "leaf") names the crash
+ * points. */
+static int
+merge_and_journal(struct sm_sr *sr, const struct image *child,
+                  const struct image *parent, const struct sm_gc_hooks *hooks,
+                  const char *prefix, const char *what, char **ret_journal,
+                  char **ret_err)
+{
+    char step[32];
+    int rc;
+
+    *ret_journal = NULL;
+    rc = coalesce_into_parent(sr, child, parent, hooks, ret_err);
+    if (rc) {
+        return rc;
+    }
+    snprintf(step, sizeof step, "gc-%s-coalesced", what);
+    crash_point(step);
+    *ret_journal = xasprintf("%s%s_%s", prefix, child->uuid, parent->uuid);
+    rc = journal_add(sr, *ret_journal, ret_err);
+    if (!rc) {
+        snprintf(step, sizeof step, "gc-%s-journal", what);
+        crash_point(step);
+    }
+    return rc;
+}
+
 /* Points every image whose parent is base C at P instead, then removes C
  * and the journal JB_C_P: the second half of a base merge, which a crash
  * or a VDI that cannot be paused may interrupt; recovery and the next GC
@@ -2571,19 +2601,12 @@ gc_merge_base(struct sm_sr *sr, struct catalog *c, int p, int ch,
     char *journal = NULL;
     int rc;
 
-    rc = coalesce_into_parent(sr, child, parent, hooks, ret_err);
-    if (rc) {
-        goto out;
+    rc = merge_and_journal(sr, child, parent, hooks, J_BASE, "base", &journal,
+                           ret_err);
+    if (!rc) {
+        rc = finish_base_merge(sr, child->uuid, parent->uuid, hooks,
+                               ret_err);
     }
-    crash_point("gc-base-coalesced");
-    journal = xasprintf(J_BASE "%s_%s", child->uuid, parent->uuid);
-    rc = journal_add(sr, journal, ret_err);
-    if (rc) {
-        goto out;
-    }
-    crash_point("gc-base-journal");
-    rc = finish_base_merge(sr, child->uuid, parent->uuid, hooks, ret_err);
-out:
     free(journal);
     return rc;
 }
@@ -2637,17 +2660,11 @@ gc_merge_leaf(struct sm_sr *sr, struct catalog *c, int p, int ch,
     if (rc) {
         return rc;
     }
-    rc = coalesce_into_parent(sr, leaf, base, hooks, ret_err);
+    rc = merge_and_journal(sr, leaf, base, hooks, J_LEAF, "leaf", &journal,
+                           ret_err);
     if (rc) {
         goto out;
     }
-    crash_point("gc-leaf-coalesced");
-    journal = xasprintf(J_LEAF "%s_%s", leaf->uuid, base->uuid);
-    rc = journal_add(sr, journal, ret_err);
-    if (rc) {
-        goto out;
-    }
-    crash_point("gc-leaf-journal");
     rc = lv_remove(sr, leaf->lv, ret_err);
     if (rc) {
         goto out;
@@ -2737,7 +2754,7 @@ sr_probe(const struct sm_map *dc, const struct sm_map *sm_config,
          char **ret_xml, char **ret_err)
 {
     static const char zero_uuid[] = "00000000-0000-0000-0000-000000000000";
-    struct ds xml = DS_EMPTY;
+    const char *found[1] = { NULL };
     char *old = NULL;
     struct vg vg;
     int rc;
@@ -2750,16 +2767,12 @@ sr_probe(const struct sm_map *dc, const struct sm_map *sm_config,
     if (rc) {
         goto out;
     }
-    ds_put_cstr(&xml, "<?xml version=\"1.0\" ?>\n<SRlist>\n");
     if (old && str_starts_with(old, VG_PREFIX)
         && uuid_is_valid(old + strlen(VG_PREFIX))) {
-        ds_put_fmt(&xml, "\t<SR>\n\t\t<UUID>%s</UUID>\n\t</SR>\n",
-                   old + strlen(VG_PREFIX));
+        found[0] = old + strlen(VG_PREFIX);
     }
-    ds_put_cstr(&xml, "</SRlist>\n");
-    *ret_xml = ds_steal(&xml);
+    *ret_xml = sm_srlist_xml(found, found[0] ? 1 : 0);
 out:
-    ds_destroy(&xml);
     free(old);
     vg_destroy(&vg);
     return rc;

@@ -237,8 +237,7 @@ sim_probe(const struct sm_map *device_config, const struct sm_map *sm_config,
     if (!sm_map_get(device_config, "location")) {
         /* Without a location the SRs live under a state directory the
          * probe does not know. */
-        *ret_xml = xstrdup("<?xml version=\"1.0\" ?>\n<SRlist>\n"
-                           "</SRlist>\n");
+        *ret_xml = sm_srlist_xml(NULL, 0);
         return 0;
     }
     return sm_file_driver.probe(device_config, sm_config, ret_xml, ret_err);

@@ -206,6 +206,21 @@ sm_mount(const char *type, const char *options, const char *source,
     return sm_run(argv, NULL, ret_err);
 }
 
+char *
+sm_srlist_xml(const char *const *uuids, size_t n)
+{
+    struct ds xml = DS_EMPTY;
+
+    ds_put_cstr(&xml, "<?xml version=\"1.0\" ?>\n<SRlist>\n");
+    for (size_t i = 0; i < n; i++) {
+        ds_put_cstr(&xml, "\t<SR>\n\t\t<UUID>");
+        ds_put_xml_escaped(&xml, uuids[i], strlen(uuids[i]));
+        ds_put_cstr(&xml, "</UUID>\n\t</SR>\n");
+    }
+    ds_put_cstr(&xml, "</SRlist>\n");
+    return ds_steal(&xml);
+}
+
 void
 sm_umount(const char *mount_point)
 {

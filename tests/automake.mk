@@ -61,7 +61,8 @@ tests_unit_test_nbd_CPPFLAGS = $(TEST_CPPFLAGS)
 tests_unit_test_nbd_LDADD = storage/libstorage.a lib/libutil.a
 
 noinst_PROGRAMS += tests/unit/test-vhd
-tests_unit_test_vhd_SOURCES = tests/unit/test-vhd.c tests/unit/test.h
+tests_unit_test_vhd_SOURCES = tests/unit/test-vhd.c tests/unit/test.h \
+	tests/unit/test-storage-util.h
 tests_unit_test_vhd_CPPFLAGS = $(TEST_CPPFLAGS)
 tests_unit_test_vhd_LDADD = storage/libstorage.a lib/libutil.a
 
@@ -69,12 +70,14 @@ tests_unit_test_vhd_LDADD = storage/libstorage.a lib/libutil.a
 # LVHD (test-sm-lvm.c).
 noinst_PROGRAMS += tests/unit/test-sm tests/unit/test-tapdisk-ctl \
 	tests/unit/test-sm-lvm
-tests_unit_test_sm_SOURCES = tests/unit/test-sm.c tests/unit/test.h
+tests_unit_test_sm_SOURCES = tests/unit/test-sm.c tests/unit/test.h \
+	tests/unit/test-storage-util.h
 tests_unit_test_sm_CPPFLAGS = $(TEST_CPPFLAGS) -I$(srcdir)/storage
 tests_unit_test_sm_LDADD = storage/libstorage.a lib/libutil.a
 tests_unit_test_tapdisk_ctl_SOURCES = tests/unit/test-tapdisk-ctl.c tests/unit/test.h
 tests_unit_test_tapdisk_ctl_CPPFLAGS = $(TEST_CPPFLAGS) -I$(srcdir)/storage
 tests_unit_test_tapdisk_ctl_LDADD = storage/libstorage.a lib/libutil.a
-tests_unit_test_sm_lvm_SOURCES = tests/unit/test-sm-lvm.c tests/unit/test.h
+tests_unit_test_sm_lvm_SOURCES = tests/unit/test-sm-lvm.c tests/unit/test.h \
+	tests/unit/test-storage-util.h
 tests_unit_test_sm_lvm_CPPFLAGS = $(TEST_CPPFLAGS) -I$(srcdir)/storage
 tests_unit_test_sm_lvm_LDADD = storage/libstorage.a lib/libutil.a

@@ -18,12 +18,12 @@
 
 #define TEST_MAIN
 #include "test.h"
+#include "test-storage-util.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,23 +36,6 @@
 #define MiB (1ull << 20)
 #define EXTENT (4 * MiB)
 
-static int PRINTF_FMT(1, 2)
-sh(const char *fmt, ...)
-{
-    char *cmd;
-    va_list ap;
-    int rc;
-
-    va_start(ap, fmt);
-    if (vasprintf(&cmd, fmt, ap) < 0) {
-        abort();
-    }
-    va_end(ap);
-    rc = system(cmd);
-    free(cmd);
-    return rc;
-}
-
 static uint8_t *
 memdup(const uint8_t *p, size_t n)
 {
@@ -60,17 +43,6 @@ memdup(const uint8_t *p, size_t n)
 
     memcpy(q, p, n);
     return q;
-}
-
-static bool
-have_qemu(void)
-{
-    static int have = -1;
-
-    if (have < 0) {
-        have = system("qemu-img --version >/dev/null 2>&1") == 0;
-    }
-    return have;
 }
 
 /* An SR on a simulated volume group in a fresh directory. */
@@ -501,7 +473,7 @@ TEST(test_thin_vdi_inflates_on_attach_and_deflates_on_detach)
     CHECK(!dev_write(path, size - 4096, 4096, 0x33, model));
     CHECK(dev_matches(path, model, size));
     CHECK(image_sound(path));
-    if (have_qemu()) {
+    if (have_qemu_img()) {
         CHECK(qemu_matches(path, model, size));
     }
     drv->vdi_detach(f.sr, uuid);
@@ -526,7 +498,7 @@ TEST(test_thin_vdi_inflates_on_attach_and_deflates_on_detach)
     }
     CHECK(dev_matches(path, model, size));
     CHECK(image_sound(path));
-    if (have_qemu()) {
+    if (have_qemu_img()) {
         CHECK(qemu_matches(path, model, size));
     }
     /* The volume file did not grow past the volume. */
@@ -646,7 +618,7 @@ TEST(test_container_refuses_writes_past_its_end)
     CHECK(!vhd_write(v, buf, 6 * MiB, MiB));
     vhd_close(v);
     CHECK(image_sound(img));
-    if (have_qemu()) {
+    if (have_qemu_img()) {
         uint8_t *model = xcalloc(1, 64 * MiB);
         for (int i = 0; i < 4; i++) {
             memset(model + i * 2 * MiB, 0xab, MiB);
@@ -752,7 +724,7 @@ TEST(test_snapshot_clone_resize_destroy_and_gc_keep_data)
     CHECK_INT(n_lvs(&f, "VHD-"), 1);
     CHECK(dev_matches(pa, ma, 2 * size));
     CHECK(image_sound(pa));
-    if (have_qemu()) {
+    if (have_qemu_img()) {
         CHECK(qemu_matches(pa, ma, 2 * size));
     }
     /* It went back to thin: deflated. */
@@ -1258,7 +1230,7 @@ TEST(test_images_on_block_devices_behind_symlinks)
     blockdev_close(dev);
     dev = NULL;
     CHECK(image_sound(la));
-    if (have_qemu()) {
+    if (have_qemu_img()) {
         CHECK(qemu_matches(la, model, size));
     }
     /* A child on the other device records the symlink as its parent. */

@@ -13,11 +13,11 @@
 #define TEST_MAIN
 #include <config.h>
 #include "test.h"
+#include "test-storage-util.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -43,23 +43,6 @@
 
 /* ---- helpers ---- */
 
-static int PRINTF_FMT(1, 2)
-sh(const char *fmt, ...)
-{
-    char *cmd;
-    va_list ap;
-    int rc;
-
-    va_start(ap, fmt);
-    if (vasprintf(&cmd, fmt, ap) < 0) {
-        abort();
-    }
-    va_end(ap);
-    rc = system(cmd);
-    free(cmd);
-    return rc;
-}
-
 /* Whether checks also ask qemu-img (crash tests ask it once per crash, to
  * stay fast). */
 static bool qemu_wanted = true;
@@ -67,12 +50,7 @@ static bool qemu_wanted = true;
 static bool
 have_qemu(void)
 {
-    static int have = -1;
-
-    if (have < 0) {
-        have = system("qemu-img --version >/dev/null 2>&1") == 0;
-    }
-    return have && qemu_wanted;
+    return have_qemu_img() && qemu_wanted;
 }
 
 static char *
@@ -1339,6 +1317,29 @@ recover_and_check(struct fixture *f)
     return ok;
 }
 
+/* Runs op in a child process that must die at crash point `point`. */
+static void
+crash_at(struct fixture *f, const char *point, crash_op_fn *op, void *aux)
+{
+    int died = run_crashing(f, point, op, aux);
+
+    if (died != 1) {
+        fprintf(stderr, "  %s: not hit (%d)\n", point, died);
+    }
+    CHECK_INT(died, 1);
+}
+
+/* recover_and_check() after a crash at point, saying which point a
+ * failure follows. */
+static void
+check_recovered(struct fixture *f, const char *point)
+{
+    if (!recover_and_check(f)) {
+        fprintf(stderr, "  after a crash at %s\n", point);
+        CHECK(!"recovered");
+    }
+}
+
 /* A is on a chain of 2 (a snapshot taken and destroyed) with data in both
  * layers; B stands alone. */
 static bool
@@ -1395,7 +1396,6 @@ crash_copy(bool clone)
         struct copy_args args;
         char point[64], new_uuid[37];
         struct model *a, *n;
-        int died;
 
         if (!crash_fixture(&f)) {
             CHECK(!"fixture");
@@ -1407,11 +1407,7 @@ crash_copy(bool clone)
         args.new_uuid = new_uuid;
         args.clone = clone;
         snprintf(point, sizeof point, "%s-%s", op, steps[i]);
-        died = run_crashing(&f, point, crash_copy_op, &args);
-        if (died != 1) {
-            fprintf(stderr, "  %s: not hit (%d)\n", point, died);
-        }
-        CHECK_INT(died, 1);
+        crash_at(&f, point, crash_copy_op, &args);
         /* Until the call returns the new VDI may or may not survive; if it
          * does, it holds A's data. */
         n = model_add(&f, new_uuid, a->size, a->data);
@@ -1423,10 +1419,7 @@ crash_copy(bool clone)
             n->present = access(path, F_OK) == 0;
             free(path);
         }
-        if (!recover_and_check(&f)) {
-            fprintf(stderr, "  after a crash at %s\n", point);
-            CHECK(!"recovered");
-        }
+        check_recovered(&f, point);
         /* The SR is usable: the operation works now. */
         CHECK(copy_vdi(&f, a, clone) != NULL);
         qemu_wanted = false;
@@ -1477,13 +1470,9 @@ TEST(test_crash_during_recovery_of_a_snapshot)
         args.uuid = a->uuid;
         args.new_uuid = new_uuid;
         args.clone = false;
-        CHECK_INT(run_crashing(&f, "snapshot-publish", crash_copy_op, &args),
-                  1);
-        CHECK_INT(run_crashing(&f, points[i], crash_attach_op, NULL), 1);
-        if (!recover_and_check(&f)) {
-            fprintf(stderr, "  after a crash at %s\n", points[i]);
-            CHECK(!"recovered");
-        }
+        crash_at(&f, "snapshot-publish", crash_copy_op, &args);
+        crash_at(&f, points[i], crash_attach_op, NULL);
+        check_recovered(&f, points[i]);
         fixture_destroy(&f);
     }
 }
@@ -1512,15 +1501,12 @@ TEST(test_crash_at_every_point_of_destroy)
             return;
         }
         a = &f.vdis[0];
-        CHECK_INT(run_crashing(&f, points[i], crash_destroy_op, a->uuid), 1);
+        crash_at(&f, points[i], crash_destroy_op, a->uuid);
         path = xasprintf("%s/%s.vhd", f.location, a->uuid);
         a->present = access(path, F_OK) == 0;
         CHECK(a->present == (i == 0));
         free(path);
-        if (!recover_and_check(&f)) {
-            fprintf(stderr, "  after a crash at %s\n", points[i]);
-            CHECK(!"recovered");
-        }
+        check_recovered(&f, points[i]);
         fixture_destroy(&f);
     }
 }
@@ -1579,21 +1565,13 @@ TEST(test_crash_at_every_point_of_gc)
 
     for (size_t i = 0; i < ARRAY_SIZE(points); i++) {
         struct fixture f;
-        int died;
 
         if (!gc_fixture(&f)) {
             CHECK(!"fixture");
             return;
         }
-        died = run_crashing(&f, points[i], crash_gc_op, NULL);
-        if (died != 1) {
-            fprintf(stderr, "  %s: not hit (%d)\n", points[i], died);
-        }
-        CHECK_INT(died, 1);
-        if (!recover_and_check(&f)) {
-            fprintf(stderr, "  after a crash at %s\n", points[i]);
-            CHECK(!"recovered");
-        }
+        crash_at(&f, points[i], crash_gc_op, NULL);
+        check_recovered(&f, points[i]);
         /* Everything collectable is collected: one image per VDI except
          * A and S2, which share a base. */
         CHECK_INT(count_files(f.location, ".vhd"), 4);

@@ -11,11 +11,11 @@
 #define TEST_MAIN
 #include <config.h>
 #include "test.h"
+#include "test-storage-util.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -58,33 +58,13 @@ rnd_fill(uint8_t *p, size_t n)
     }
 }
 
-static int PRINTF_FMT(1, 2)
-sh(const char *fmt, ...)
-{
-    char *cmd;
-    va_list ap;
-    int rc;
-
-    va_start(ap, fmt);
-    if (vasprintf(&cmd, fmt, ap) < 0) {
-        abort();
-    }
-    va_end(ap);
-    rc = system(cmd);
-    if (rc) {
-        fprintf(stderr, "  command failed (%d): %s\n", rc, cmd);
-    }
-    free(cmd);
-    return rc;
-}
-
 static bool
 have_qemu(void)
 {
     static int have = -1;
 
     if (have < 0) {
-        have = system("qemu-img --version >/dev/null 2>&1") == 0
+        have = have_qemu_img()
                && system("qemu-io --version >/dev/null 2>&1") == 0;
     }
     return have;
