@@ -265,6 +265,28 @@ try:
         st, _, body = export_raw(vdi)
         assert body[:3 * MiB] == data[:3 * MiB]
 
+    @tap.test('test_import_raw_cut_short_inside_a_data_block_fails_cleanly')
+    def _():
+        # Data blocks of a plain Content-Length body go from the socket to
+        # the VHD with splice(); a client that stops in the middle of one
+        # must fail the task, and the data written before stays readable.
+        vdi = new_vdi(16 * MiB, 'raw-cut')
+        sk = connect()
+        try:
+            sk.sendall(('PUT /import_raw_vdi?%s HTTP/1.1\r\nHost: x\r\n'
+                        'Content-Length: %d\r\n\r\n'
+                        % (q(vdi=vdi), 16 * MiB)).encode())
+            sk.sendall(b'\x5a' * (5 * MiB + 12345))
+            sk.shutdown(socket.SHUT_WR)
+            status, hdrs, _ = read_head(sk)
+        finally:
+            sk.close()
+        rec = wait_task(hdrs['task-id'])
+        assert rec['status'] == 'failure' and rec['error_info'][0] == \
+            'IMPORT_ERROR_PREMATURE_EOF', (status, rec)
+        st, _, body = export_raw(vdi)
+        assert st == 200 and body[:4 * MiB] == b'\x5a' * (4 * MiB), st
+
     @tap.test('test_import_raw_keeps_the_vhd_sparse')
     def _():
         vdi = new_vdi(64 * MiB, 'sparse')
