@@ -368,7 +368,8 @@ check_unknown(const struct xe_cmd *cmd, struct xe_args *args)
 {
     int rc = 0;
 
-    if (cmd->flags & (XE_CMD_VM_SEL | XE_CMD_HOST_SEL | XE_CMD_SR_SEL)) {
+    if (cmd->flags & (XE_CMD_VM_SEL | XE_CMD_HOST_SEL | XE_CMD_SR_SEL
+                      | XE_CMD_FIELDS)) {
         return 0;
     }
     for (size_t i = 0; i < args->n; i++) {

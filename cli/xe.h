@@ -166,7 +166,7 @@ struct xe_cmd {
 #define XE_CMD_VM_SEL   2u      /* takes vm=, uuid= and VM field filters */
 #define XE_CMD_HOST_SEL 4u
 #define XE_CMD_SR_SEL   8u
-#define XE_CMD_LOCAL    16u     /* needs no connection (help) */
+#define XE_CMD_FIELDS   16u     /* takes field=value conditions (event-wait) */
 
 extern const struct xe_cmd xe_commands[];
 extern const size_t xe_n_commands;
