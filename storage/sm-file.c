@@ -2396,6 +2396,24 @@ out:
     return rc;
 }
 
+/* Mounts the export device_config names at mount_point, and says where
+ * the directory of SR sr_uuid is in it (malloc'd). */
+static int
+nfs_mount_export(const struct sm_map *device_config, const char *sr_uuid,
+                 const char *mount_point, struct nfs_target *ret_t,
+                 char **ret_dir, char **ret_err)
+{
+    int rc = nfs_target(device_config, true, ret_t, ret_err);
+
+    if (!rc) {
+        rc = nfs_mount(ret_t, NULL, mount_point, ret_err);
+    }
+    if (!rc) {
+        *ret_dir = xasprintf("%s/%s", mount_point, sr_uuid);
+    }
+    return rc;
+}
+
 static int
 nfs_create(const char *state_dir, const char *sr_uuid,
            const struct sm_map *device_config, uint64_t physical_size,
@@ -2407,17 +2425,13 @@ nfs_create(const char *state_dir, const char *sr_uuid,
     int rc;
 
     (void) physical_size;
-    rc = nfs_target(device_config, true, &t, ret_err);
-    if (rc) {
-        goto out;
-    }
     /* The export itself is mounted just long enough to make the SR's
      * directory in it. */
-    rc = nfs_mount(&t, NULL, mount_point, ret_err);
+    rc = nfs_mount_export(device_config, sr_uuid, mount_point, &t, &dir,
+                          ret_err);
     if (rc) {
         goto out;
     }
-    dir = xasprintf("%s/%s", mount_point, sr_uuid);
     if (mkdir(dir, 0755) && errno != EEXIST) {
         rc = sm_fail(ret_err, -errno, "%s: %s", dir, strerror(errno));
     } else {
@@ -2465,15 +2479,11 @@ nfs_destroy(const char *state_dir, const char *sr_uuid,
     struct nfs_target t;
     int rc;
 
-    rc = nfs_target(device_config, true, &t, ret_err);
+    rc = nfs_mount_export(device_config, sr_uuid, mount_point, &t, &dir,
+                          ret_err);
     if (rc) {
         goto out;
     }
-    rc = nfs_mount(&t, NULL, mount_point, ret_err);
-    if (rc) {
-        goto out;
-    }
-    dir = xasprintf("%s/%s", mount_point, sr_uuid);
     if (!marker_is(dir, sr_uuid)) {
         rc = sm_fail(ret_err, -ENOENT, "no SR %s on %s:%s", sr_uuid, t.server,
                      t.serverpath);

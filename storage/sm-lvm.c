@@ -2032,22 +2032,33 @@ out:
     return rc;
 }
 
+/* leaf_read() of a VDI whose image is about to go: -EBUSY while it is
+ * attached. */
+static int
+leaf_read_detached(struct sm_sr *sr, const char *location,
+                   struct image *ret, char **ret_err)
+{
+    int rc = leaf_read(sr, location, ret, ret_err);
+
+    if (!rc && is_attached(sr, location, NULL)) {
+        image_clear(ret);
+        rc = sm_fail(ret_err, -EBUSY, "VDI %s is attached", location);
+    }
+    return rc;
+}
+
 static int
 sr_vdi_destroy(struct sm_sr *sr, const char *location, char **ret_err)
 {
     struct image img;
-    int rc = leaf_read(sr, location, &img, ret_err);
+    int rc = leaf_read_detached(sr, location, &img, ret_err);
 
     if (rc) {
         return rc;
     }
-    if (is_attached(sr, location, NULL)) {
-        rc = sm_fail(ret_err, -EBUSY, "VDI %s is attached", location);
-    } else {
-        /* One lvremove: a base that loses its last child is the garbage
-         * collector's business. */
-        rc = lv_remove(sr, img.lv, ret_err);
-    }
+    /* One lvremove: a base that loses its last child is the garbage
+     * collector's business. */
+    rc = lv_remove(sr, img.lv, ret_err);
     image_clear(&img);
     return rc;
 }
@@ -2282,14 +2293,10 @@ sr_vdi_data_destroy(struct sm_sr *sr, const char *location, char **ret_err)
 {
     struct image img;
     char *journal = NULL;
-    int rc = leaf_read(sr, location, &img, ret_err);
+    int rc = leaf_read_detached(sr, location, &img, ret_err);
 
     if (rc) {
         return rc;
-    }
-    if (is_attached(sr, location, NULL)) {
-        rc = sm_fail(ret_err, -EBUSY, "VDI %s is attached", location);
-        goto out;
     }
     journal = xasprintf("%s%s_%" PRIu64, img.thick ? J_DATA_THICK
                                                    : J_DATA_THIN,
@@ -2299,7 +2306,6 @@ sr_vdi_data_destroy(struct sm_sr *sr, const char *location, char **ret_err)
         crash_point("data-destroy-journal");
         rc = finish_data_destroy(sr, journal, ret_err);
     }
-out:
     image_clear(&img);
     free(journal);
     return rc;

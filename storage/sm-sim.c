@@ -156,6 +156,22 @@ sim_sleep(int ms)
     }
 }
 
+/* Applies settings c to operation op: sleeps "slow" first if slow, then
+ * fails -EIO if "fail" names op (SIM_N_OPS: no operation of the list). */
+static int
+sim_apply(const struct sim_config *c, enum sim_op op, bool slow,
+          char **ret_err)
+{
+    if (slow) {
+        sim_sleep(c->slow_ms);
+    }
+    if (op < SIM_N_OPS && (c->fail & (1u << op))) {
+        return sm_fail(ret_err, -EIO, "simulated failure of %s",
+                       sim_op_names[op]);
+    }
+    return 0;
+}
+
 /* The settings of sr; applies "slow" and "fail" for op.  Returns 0 or
  * -EIO. */
 static int
@@ -172,17 +188,10 @@ sim_enter(struct sm_sr *sr, enum sim_op op, bool metadata,
         }
     }
     pthread_mutex_unlock(&sim_lock);
-    if (metadata && c.slow_ms) {
-        sim_sleep(c.slow_ms);
-    }
     if (ret_config) {
         *ret_config = c;
     }
-    if (op < SIM_N_OPS && (c.fail & (1u << op))) {
-        return sm_fail(ret_err, -EIO, "simulated failure of %s",
-                       sim_op_names[op]);
-    }
-    return 0;
+    return sim_apply(&c, op, metadata, ret_err);
 }
 
 /* Sum of the virtual sizes of every VDI: the thick utilisation. */
@@ -253,12 +262,11 @@ sim_create(const char *state_dir, const char *sr_uuid,
     int rc;
 
     rc = sim_parse(device_config, &c, ret_err);
+    if (!rc) {
+        rc = sim_apply(&c, SIM_CREATE, true, ret_err);
+    }
     if (rc) {
         return rc;
-    }
-    sim_sleep(c.slow_ms);
-    if (c.fail & (1u << SIM_CREATE)) {
-        return sm_fail(ret_err, -EIO, "simulated failure of create");
     }
     sim_map_init(&m, state_dir, sr_uuid, device_config);
     rc = sm_file_driver.create(state_dir, sr_uuid, &m.map, physical_size,
@@ -292,11 +300,11 @@ sim_attach(const char *state_dir, const char *sr_uuid,
     int rc;
 
     rc = sim_parse(device_config, &c, ret_err);
+    if (!rc) {
+        rc = sim_apply(&c, SIM_ATTACH, false, ret_err);
+    }
     if (rc) {
         return rc;
-    }
-    if (c.fail & (1u << SIM_ATTACH)) {
-        return sm_fail(ret_err, -EIO, "simulated failure of attach");
     }
     sim_map_init(&m, state_dir, sr_uuid, device_config);
     rc = sm_file_driver.attach(state_dir, sr_uuid, &m.map, &sr, ret_err);
