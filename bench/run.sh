@@ -18,7 +18,9 @@
 #   7. the block server (xapi-tapdisk) beside qemu-nbd over NBD, and
 #   8. /import_raw_vdi and /export_raw_vdi beside qemu-img convert, both on
 #      4 GiB VHDs (bench/storage-bench.py, runnable alone; skip with
-#      XAPI_BENCH_SKIP_STORAGE=1).
+#      XAPI_BENCH_SKIP_STORAGE=1);
+#   9. `xe vm-list` wall time with 500 and 10,000 VMs (bench/xe-bench.py,
+#      runnable alone; skip with XAPI_BENCH_SKIP_XE=1).
 # About 1.5 to 2 minutes after the build, plus about 4 for 7 and 8.  Needs root only to install
 # missing packages (scripts/install-deps.sh bench).
 set -e
@@ -30,16 +32,16 @@ if [ $# -ge 1 ]; then
     build=$(cd "$1" && pwd)
     if [ -f "$build/Makefile" ]; then
         make -s -C "$build" -j"$(nproc)" xapi/xapi bench/db-commit \
-            storage/xapi-tapdisk
+            storage/xapi-tapdisk cli/xe
     fi
 else
     build=$top/build
     if ! "$top/scripts/build.sh" "$build"; then
         # The whole tree did not build (a test may be mid-edit); the
         # benchmarks need only the daemon and bench/db-commit.
-        echo "bench: full build failed; building xapi/xapi, bench/db-commit and storage/xapi-tapdisk only" >&2
+        echo "bench: full build failed; building xapi/xapi, bench/db-commit, storage/xapi-tapdisk and cli/xe only" >&2
         make -s -C "$build" -j"$(nproc)" xapi/xapi bench/db-commit \
-            storage/xapi-tapdisk
+            storage/xapi-tapdisk cli/xe
     fi
 fi
 if [ ! -x "$build/xapi/xapi" ]; then
@@ -76,4 +78,14 @@ if [ -z "${XAPI_BENCH_SKIP_STORAGE:-}" ]; then
     echo
     echo "== 7-8. Storage: block server and VDI data over HTTP =="
     python3 "$top/bench/storage-bench.py" --build-dir "$build" --work-dir "$work"
+fi
+
+if [ -z "${XAPI_BENCH_SKIP_XE:-}" ]; then
+    echo
+    echo "== 9. xe vm-list with 500 and 10,000 VMs =="
+    if [ -x "$build/cli/xe" ]; then
+        python3 "$top/bench/xe-bench.py" "$build"
+    else
+        echo "(no $build/cli/xe: skipped)"
+    fi
 fi
