@@ -585,6 +585,35 @@ out:
 
 /* ---- crash recovery ---- */
 
+/* The files of a snapshot or clone of VDI X (journal "snapshot X B N"):
+ * X's image and the temporary of its new leaf, the base B, the new VDI N
+ * and its temporary. */
+struct cow_files {
+    char *x, *x_tmp, *b, *n, *n_tmp;
+};
+
+static void
+cow_files_init(const struct sm_sr *sr, const char *x, const char *b,
+               const char *n, struct cow_files *ret)
+{
+    ret->x = image_path(sr, x, "vhd");
+    ret->x_tmp = temp_path(sr, x, "vhd");
+    ret->b = image_path(sr, b, "vhd");
+    ret->n = image_path(sr, n, "vhd");
+    ret->n_tmp = temp_path(sr, n, "vhd");
+}
+
+static void
+cow_files_clear(struct cow_files *f)
+{
+    free(f->x);
+    free(f->x_tmp);
+    free(f->b);
+    free(f->n);
+    free(f->n_tmp);
+    memset(f, 0, sizeof *f);
+}
+
 /* Undoes an interrupted snapshot or clone (journal "snapshot X B N": the
  * VDI X, its new base B, the new VDI N).  Rolling back is always
  * possible: until the call returns, the data path of X is paused, so the
@@ -592,46 +621,44 @@ out:
 static int
 recover_snapshot(struct sm_sr *sr, const struct journal *j, char **ret_err)
 {
-    char *x = image_path(sr, j->a, "vhd");
-    char *x_tmp = temp_path(sr, j->a, "vhd");
-    char *b = image_path(sr, j->b, "vhd");
-    char *n = image_path(sr, j->c, "vhd");
-    char *n_tmp = temp_path(sr, j->c, "vhd");
+    struct cow_files f;
     struct stat st_x, st_b;
     int rc;
 
+    cow_files_init(sr, j->a, j->b, j->c, &f);
     /* Every step here is idempotent and the journal goes last, so a crash
      * during recovery is recovered the same way. */
-    if (unlink(x_tmp) && errno != ENOENT) {
-        rc = sm_fail(ret_err, -errno, "%s: %s", x_tmp, strerror(errno));
+    if (unlink(f.x_tmp) && errno != ENOENT) {
+        rc = sm_fail(ret_err, -errno, "%s: %s", f.x_tmp, strerror(errno));
         goto out;
     }
-    if ((unlink(n_tmp) && errno != ENOENT) || (unlink(n) && errno != ENOENT)) {
-        rc = sm_fail(ret_err, -errno, "%s: %s", n, strerror(errno));
+    if ((unlink(f.n_tmp) && errno != ENOENT)
+        || (unlink(f.n) && errno != ENOENT)) {
+        rc = sm_fail(ret_err, -errno, "%s: %s", f.n, strerror(errno));
         goto out;
     }
     sm_crash_point("recover-snapshot-cleaned");
-    if (!stat(b, &st_b)) {
-        if (stat(x, &st_x)) {
-            rc = sm_fail(ret_err, -errno, "%s: %s", x, strerror(errno));
+    if (!stat(f.b, &st_b)) {
+        if (stat(f.x, &st_x)) {
+            rc = sm_fail(ret_err, -errno, "%s: %s", f.x, strerror(errno));
             goto out;
         }
         if (st_x.st_ino == st_b.st_ino && st_x.st_dev == st_b.st_dev) {
             /* Not committed: B is only a second name of X. */
-            if (unlink(b)) {
-                rc = sm_fail(ret_err, -errno, "%s: %s", b, strerror(errno));
+            if (unlink(f.b)) {
+                rc = sm_fail(ret_err, -errno, "%s: %s", f.b, strerror(errno));
                 goto out;
             }
         } else {
             /* Committed: X is an empty child of B; put B back in its
              * place. */
-            rc = set_hidden(b, false, ret_err);
+            rc = set_hidden(f.b, false, ret_err);
             if (rc) {
                 goto out;
             }
             sm_crash_point("recover-snapshot-unhidden");
-            if (rename(b, x)) {
-                rc = sm_fail(ret_err, -errno, "%s: %s", b, strerror(errno));
+            if (rename(f.b, f.x)) {
+                rc = sm_fail(ret_err, -errno, "%s: %s", f.b, strerror(errno));
                 goto out;
             }
             sm_crash_point("recover-snapshot-renamed");
@@ -644,11 +671,7 @@ recover_snapshot(struct sm_sr *sr, const struct journal *j, char **ret_err)
     }
     rc = journal_remove(sr, OP_JOURNAL);
 out:
-    free(x);
-    free(x_tmp);
-    free(b);
-    free(n);
-    free(n_tmp);
+    cow_files_clear(&f);
     return rc;
 }
 
@@ -1174,7 +1197,7 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
     struct sm_vdi_info old;
     struct journal j = { .op = "" };
     struct vhd *guard = NULL;
-    char *x = NULL, *x_tmp = NULL, *b = NULL, *n = NULL, *n_tmp = NULL;
+    struct cow_files f = { NULL, NULL, NULL, NULL, NULL };
     char *err = NULL;
     bool journaled = false;
     char base[37];
@@ -1195,13 +1218,11 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
                      new_uuid ? new_uuid : "");
         goto out;
     }
-    x = image_path(sr, location, "vhd");
-    x_tmp = temp_path(sr, location, "vhd");
-    n = image_path(sr, new_uuid, "vhd");
-    n_tmp = temp_path(sr, new_uuid, "vhd");
+    uuid_generate(base);
+    cow_files_init(sr, location, base, new_uuid, &f);
     {
         char *n_raw = image_path(sr, new_uuid, "raw");
-        bool taken = exists(n) || exists(n_raw);
+        bool taken = exists(f.n) || exists(n_raw);
 
         free(n_raw);
         if (taken) {
@@ -1210,7 +1231,7 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
             goto out;
         }
     }
-    rc = chain_length_of(x, &len, ret_err);
+    rc = chain_length_of(f.x, &len, ret_err);
     if (rc) {
         goto out;
     }
@@ -1226,12 +1247,10 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
     if (rc) {
         goto out;
     }
-    uuid_generate(base);
-    b = image_path(sr, base, "vhd");
     /* The caller has paused X's data path; holding X's writer lock until
      * the commit makes sure nothing writes the image that becomes the
      * base (a writer that slipped in gets -EBUSY, or makes us fail). */
-    rc = vhd_open(x, false, &guard, &err);
+    rc = vhd_open(f.x, false, &guard, &err);
     if (rc) {
         rc = sm_fail(ret_err, rc, "VDI %s: %s", location,
                      err ? err : strerror(-rc));
@@ -1241,8 +1260,8 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
     }
 
     op_crash_point(op, "start");
-    unlink(x_tmp);
-    unlink(n_tmp);
+    unlink(f.x_tmp);
+    unlink(f.n_tmp);
     rc = journal_write(sr, OP_JOURNAL, "snapshot", location, base, new_uuid,
                        &j, ret_err);
     if (rc) {
@@ -1250,35 +1269,35 @@ sr_copy_on_write(struct sm_sr *sr, const char *op, const char *location,
     }
     journaled = true;
     op_crash_point(op, "journal");
-    rc = name_durably(sr, x, b, true, ret_err);
+    rc = name_durably(sr, f.x, f.b, true, ret_err);
     if (rc) {
         goto out;
     }
     op_crash_point(op, "link");
-    rc = vhd_snapshot(b, x_tmp, ret_err);
+    rc = vhd_snapshot(f.b, f.x_tmp, ret_err);
     if (rc) {
         goto out;
     }
     op_crash_point(op, "leaf");
-    rc = vhd_snapshot(b, n_tmp, ret_err);
+    rc = vhd_snapshot(f.b, f.n_tmp, ret_err);
     if (rc) {
         goto out;
     }
     op_crash_point(op, "new");
     /* The commit point: from here X reads through B. */
-    rc = name_durably(sr, x_tmp, x, false, ret_err);
+    rc = name_durably(sr, f.x_tmp, f.x, false, ret_err);
     if (rc) {
         goto out;
     }
     op_crash_point(op, "commit");
     vhd_close(guard);
     guard = NULL;
-    rc = set_hidden(b, true, ret_err);
+    rc = set_hidden(f.b, true, ret_err);
     if (rc) {
         goto out;
     }
     op_crash_point(op, "hide");
-    rc = name_durably(sr, n_tmp, n, false, ret_err);
+    rc = name_durably(sr, f.n_tmp, f.n, false, ret_err);
     if (rc) {
         goto out;
     }
@@ -1303,11 +1322,7 @@ out:
         free(err);
     }
     sm_vdi_info_clear(&old);
-    free(x);
-    free(x_tmp);
-    free(b);
-    free(n);
-    free(n_tmp);
+    cow_files_clear(&f);
     return rc;
 }
 

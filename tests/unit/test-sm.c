@@ -1382,6 +1382,21 @@ crash_copy_op(struct fixture *f, void *aux)
     }
 }
 
+/* A snapshot (or clone) of the crash fixture's A, whose new VDI is to
+ * be new_uuid (generated here); returns A. */
+static struct model *
+copy_args_init(struct fixture *f, struct copy_args *args, char *new_uuid,
+               bool clone)
+{
+    struct model *a = &f->vdis[0];
+
+    uuid_generate(new_uuid);
+    args->uuid = a->uuid;
+    args->new_uuid = new_uuid;
+    args->clone = clone;
+    return a;
+}
+
 static void
 crash_copy(bool clone)
 {
@@ -1401,11 +1416,7 @@ crash_copy(bool clone)
             CHECK(!"fixture");
             return;
         }
-        a = &f.vdis[0];
-        uuid_generate(new_uuid);
-        args.uuid = a->uuid;
-        args.new_uuid = new_uuid;
-        args.clone = clone;
+        a = copy_args_init(&f, &args, new_uuid, clone);
         snprintf(point, sizeof point, "%s-%s", op, steps[i]);
         crash_at(&f, point, crash_copy_op, &args);
         /* Until the call returns the new VDI may or may not survive; if it
@@ -1459,17 +1470,12 @@ TEST(test_crash_during_recovery_of_a_snapshot)
         struct fixture f;
         struct copy_args args;
         char new_uuid[37];
-        struct model *a;
 
         if (!crash_fixture(&f)) {
             CHECK(!"fixture");
             return;
         }
-        a = &f.vdis[0];
-        uuid_generate(new_uuid);
-        args.uuid = a->uuid;
-        args.new_uuid = new_uuid;
-        args.clone = false;
+        copy_args_init(&f, &args, new_uuid, false);
         crash_at(&f, "snapshot-publish", crash_copy_op, &args);
         crash_at(&f, points[i], crash_attach_op, NULL);
         check_recovered(&f, points[i]);
