@@ -1587,6 +1587,24 @@ TEST(test_crash_at_every_point_of_gc)
 
 /* ---- the sim driver ---- */
 
+/* Creates and attaches an SR of drv with config, for the tests of drivers
+ * that the file fixture does not cover; NULL (a failed check) if either
+ * step fails. */
+static struct sm_sr *
+create_and_attach(const struct sm_driver *drv, const char *state,
+                  const char *sr_uuid, const struct sm_map *config)
+{
+    struct sm_sr *sr = NULL;
+    char *err = NULL;
+
+    CHECK_INT(drv->create(state, sr_uuid, config, 0, &err), 0);
+    free(err);
+    err = NULL;
+    CHECK_INT(drv->attach(state, sr_uuid, config, &sr, &err), 0);
+    free(err);
+    return sr;
+}
+
 TEST(test_sim_size_is_thick_and_enforced)
 {
     const struct sm_driver *drv = &sm_sim_driver;
@@ -1602,10 +1620,8 @@ TEST(test_sim_size_is_thick_and_enforced)
     uuid_generate(b);
     uuid_generate(c);
     memset(&info, 0, sizeof info);
-    CHECK_INT(drv->create(state, sr_uuid, config, 0, &err), 0);
-    CHECK_INT(drv->attach(state, sr_uuid, config, &sr, &err), 0);
+    sr = create_and_attach(drv, state, sr_uuid, config);
     if (!sr) {
-        free(err);
         remove_tree(state);
         free(state);
         return;
@@ -1822,10 +1838,8 @@ TEST(test_iso_lists_images_read_only)
     mkdir(sub, 0755);
     free(sub);
     memset(&info, 0, sizeof info);
-    CHECK_INT(drv->create(dir, sr_uuid, config, 0, &err), 0);
-    CHECK_INT(drv->attach(dir, sr_uuid, config, &sr, &err), 0);
+    sr = create_and_attach(drv, dir, sr_uuid, config);
     if (!sr) {
-        free(err);
         remove_tree(dir);
         free(dir);
         return;
