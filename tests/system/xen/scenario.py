@@ -212,7 +212,7 @@ def pv_metrics():
     assert m['start_time'], 'no start_time'
     # The host's free memory, from xc_physinfo, counts the guest.
     hm = x.host.get_metrics(host)
-    free = int(x.host_metrics.get_memory_free(hm))
+    free = int(x.host_metrics.get_record(hm)['memory_free'])
     assert free < S['host_free'], 'memory_free %d not below %d before the guest' % (free, S['host_free'])
 
 
