@@ -2087,3 +2087,470 @@ xe_op_vm_destroy(struct xe_cmd_ctx *ctx)
 {
     return on_uuid(ctx, "VM", "VM.destroy");
 }
+
+/* ---- commands that are one API call ----
+ *
+ * Many commands only turn their parameters into the arguments of one call
+ * and print its result.  They are described here rather than written out:
+ * each argument is a token of the spec, in the message's order:
+ *
+ *   V / H          the VM / host chosen by selectors (one call each)
+ *   P              the pool (there is one)
+ *   p:key          the pool named by key=uuid, or the pool
+ *   h:key          the host named by key=uuid, or the pool master
+ *   U:Class        the object of Class named by uuid=
+ *   R:key:Class    the object of Class named by key=uuid (required)
+ *   r:key:Class    same, or OpaqueRef:NULL when key= is absent
+ *   S:key[=dflt]   a string (empty, or dflt, when absent)
+ *   I:key[=dflt]   an integer; F:key a float; B:key a boolean (false)
+ *   M:prefix       a map of prefix:key=value arguments
+ *   L:key          a set of strings from a comma-separated value
+ *   Lr:key:Class   a set of refs from comma-separated uuids
+ *
+ * The result is printed as its kind says: "" nothing, "text" the value,
+ * "map" one "key: value" line per entry, or a class name: the uuid of the
+ * object made.  A method "A|B" calls B when --force is given. */
+struct simple_op {
+    const char *cmd;
+    const char *method;
+    const char *spec;
+    const char *result;
+};
+
+static const struct simple_op simple_ops[] = {
+    { "vm-compute-memory-overhead", "VM.compute_memory_overhead", "V", "text" },
+    { "vm-vcpu-hotplug", "VM.set_VCPUs_number_live", "V I:new-vcpus", "" },
+    { "vm-memory-shadow-multiplier-set", "VM.set_shadow_multiplier_live",
+      "V F:multiplier", "" },
+    { "vm-copy-bios-strings", "VM.copy_bios_strings", "V R:host-uuid:host", "" },
+    { "vm-restart-device-models", "VM.restart_device_models", "V", "" },
+    { "vm-query-services", "VM.query_services", "V", "map" },
+    { "vm-call-plugin", "VM.call_plugin", "R:vm-uuid:VM S:plugin S:fn M:args",
+      "text" },
+    { "host-compute-free-memory", "host.compute_free_memory", "H", "text" },
+    { "host-compute-memory-overhead", "host.compute_memory_overhead", "H",
+      "text" },
+    { "host-get-vms-which-prevent-evacuation",
+      "host.get_vms_which_prevent_evacuation", "U:host", "map" },
+    { "host-evacuate", "host.evacuate",
+      "H r:network-uuid:network I:batch-size=0", "" },
+    { "host-shutdown", "host.shutdown", "H", "" },
+    { "host-reboot", "host.reboot", "H", "" },
+    { "host-power-on", "host.power_on", "H", "" },
+    { "host-dmesg", "host.dmesg", "H", "text" },
+    { "host-sync-data", "host.sync_data", "H", "" },
+    { "host-enable-local-storage-caching", "host.enable_local_storage_caching",
+      "H R:sr-uuid:SR", "" },
+    { "host-disable-local-storage-caching",
+      "host.disable_local_storage_caching", "H", "" },
+    { "host-get-server-certificate", "host.get_server_certificate", "H",
+      "text" },
+    { "host-refresh-server-certificate", "host.refresh_server_certificate",
+      "H", "" },
+    { "host-set-hostname-live", "host.set_hostname_live",
+      "R:host-uuid:host S:host-name", "" },
+    { "host-call-plugin", "host.call_plugin",
+      "R:host-uuid:host S:plugin S:fn M:args", "text" },
+    { "host-send-debug-keys", "host.send_debug_keys",
+      "R:host-uuid:host S:keys", "" },
+    { "host-syslog-reconfigure", "host.syslog_reconfigure", "R:host-uuid:host",
+      "" },
+    { "host-management-reconfigure", "host.management_reconfigure",
+      "R:pif-uuid:PIF", "" },
+    { "host-management-disable", "host.management_disable", "", "" },
+    { "host-license-remove", "host.license_remove", "h:host-uuid", "" },
+    { "host-apply-edition", "host.apply_edition", "h:host-uuid S:edition", "" },
+    { "host-get-system-status-capabilities",
+      "host.get_system_status_capabilities", "H", "text" },
+    { "host-declare-dead", "host.declare_dead", "U:host", "" },
+    { "host-emergency-ha-disable", "host.emergency_ha_disable", "B:soft", "" },
+    { "host-crashdump-destroy", "host_crashdump.destroy", "U:host_crashdump",
+      "" },
+    { "pool-designate-new-master", "pool.designate_new_master",
+      "R:host-uuid:host", "" },
+    { "pool-eject", "pool.eject", "R:host-uuid:host", "" },
+    { "pool-recover-slaves", "pool.recover_slaves", "", "" },
+    { "pool-management-reconfigure", "pool.management_reconfigure",
+      "R:network-uuid:network", "" },
+    { "pool-ha-compute-max-host-failures-to-tolerate",
+      "pool.ha_compute_max_host_failures_to_tolerate", "", "text" },
+    { "pool-disable-redo-log", "pool.disable_redo_log", "", "" },
+    { "pool-enable-redo-log", "pool.enable_redo_log", "R:sr-uuid:SR", "" },
+    { "pool-certificate-sync", "pool.certificate_sync", "", "" },
+    { "pool-enable-tls-verification", "pool.enable_tls_verification", "", "" },
+    { "pool-secret-rotate", "pool.rotate_secret", "", "" },
+    { "pool-reset-telemetry-uuid", "pool.reset_telemetry_uuid", "P", "" },
+    { "pool-emergency-transition-to-master",
+      "pool.emergency_transition_to_master", "", "" },
+    { "pool-emergency-reset-master", "pool.emergency_reset_master",
+      "S:master-address", "" },
+    { "pool-enable-local-storage-caching", "pool.enable_local_storage_caching",
+      "U:pool", "" },
+    { "pool-disable-local-storage-caching",
+      "pool.disable_local_storage_caching", "U:pool", "" },
+    { "pool-enable-external-auth", "pool.enable_external_auth",
+      "p:uuid M:config S:service-name S:auth-type", "" },
+    { "pool-disable-external-auth", "pool.disable_external_auth",
+      "p:uuid M:config", "" },
+    { "pool-uninstall-ca-certificate", "pool.uninstall_ca_certificate",
+      "S:name", "" },
+    { "pool-crl-uninstall", "pool.crl_uninstall", "S:name", "" },
+    { "pool-ha-prevent-restarts-for", "pool.ha_prevent_restarts_for",
+      "I:seconds", "" },
+    { "pool-set-update-sync-enabled", "pool.set_update_sync_enabled",
+      "P B:value", "" },
+    { "pool-configure-update-sync", "pool.configure_update_sync",
+      "P S:update-sync-frequency I:update-sync-day=0", "" },
+    { "pool-disable-repository-proxy", "pool.disable_repository_proxy", "P",
+      "" },
+    { "pool-configure-repository-proxy", "pool.configure_repository_proxy",
+      "P S:proxy-url S:proxy-username S:proxy-password", "" },
+    { "pool-deconfigure-wlb", "pool.deconfigure_wlb", "", "" },
+    { "pool-retrieve-wlb-configuration", "pool.retrieve_wlb_configuration", "",
+      "map" },
+    { "pool-disable-client-certificate-auth",
+      "pool.disable_client_certificate_auth", "P", "" },
+    { "pool-enable-client-certificate-auth",
+      "pool.enable_client_certificate_auth", "P S:name", "" },
+    { "pool-disable-ssl-legacy", "pool.disable_ssl_legacy", "p:uuid", "" },
+    { "pool-apply-edition", "pool.apply_edition", "p:uuid S:edition", "" },
+    { "pool-set-vswitch-controller", "pool.set_vswitch_controller",
+      "S:address", "" },
+    { "vlan-destroy", "VLAN.destroy", "U:VLAN", "" },
+    { "tunnel-create", "tunnel.create",
+      "R:pif-uuid:PIF R:network-uuid:network S:protocol=gre", "tunnel" },
+    { "tunnel-destroy", "tunnel.destroy", "U:tunnel", "" },
+    { "network-sriov-create", "network_sriov.create",
+      "R:pif-uuid:PIF R:network-uuid:network", "network_sriov" },
+    { "network-sriov-destroy", "network_sriov.destroy", "U:network_sriov", "" },
+    { "pif-plug", "PIF.plug", "U:PIF", "" },
+    { "pif-unplug", "PIF.unplug", "U:PIF", "" },
+    { "pif-forget", "PIF.forget", "U:PIF", "" },
+    { "pif-db-forget", "PIF.db_forget", "U:PIF", "" },
+    { "pif-scan", "PIF.scan", "R:host-uuid:host", "" },
+    { "pif-reconfigure-ip", "PIF.reconfigure_ip",
+      "U:PIF S:mode S:IP S:netmask S:gateway S:DNS", "" },
+    { "pif-reconfigure-ipv6", "PIF.reconfigure_ipv6",
+      "U:PIF S:mode S:IPv6 S:gateway S:DNS", "" },
+    { "pif-set-primary-address-type", "PIF.set_primary_address_type",
+      "U:PIF S:primary_address_type", "" },
+    { "pif-introduce", "PIF.introduce", "R:host-uuid:host S:mac S:device",
+      "PIF" },
+    { "bond-create", "Bond.create",
+      "R:network-uuid:network Lr:pif-uuids:PIF S:mac S:mode=balance-slb "
+      "M:properties", "Bond" },
+    { "bond-destroy", "Bond.destroy", "U:Bond", "" },
+    { "bond-set-mode", "Bond.set_mode", "U:Bond S:mode", "" },
+    { "vif-configure-ipv4", "VIF.configure_ipv4",
+      "U:VIF S:mode S:address S:gateway", "" },
+    { "vif-configure-ipv6", "VIF.configure_ipv6",
+      "U:VIF S:mode S:address S:gateway", "" },
+    { "vif-move", "VIF.move", "U:VIF R:network-uuid:network", "" },
+    { "sr-probe", "SR.probe", "h:host-uuid M:device-config S:type M:sm-config",
+      "text" },
+    { "sr-introduce", "SR.introduce",
+      "S:uuid S:name-label S:name-description S:type S:content-type B:shared",
+      "SR" },
+    { "sr-enable-database-replication", "SR.enable_database_replication",
+      "U:SR", "" },
+    { "sr-disable-database-replication", "SR.disable_database_replication",
+      "U:SR", "" },
+    { "vdi-update", "VDI.update", "U:VDI", "" },
+    { "vdi-pool-migrate", "VDI.pool_migrate", "U:VDI R:sr-uuid:SR M:options",
+      "VDI" },
+    { "vdi-enable-cbt", "VDI.enable_cbt", "U:VDI", "" },
+    { "vdi-disable-cbt", "VDI.disable_cbt", "U:VDI", "" },
+    { "vdi-data-destroy", "VDI.data_destroy", "U:VDI", "" },
+    { "vdi-list-changed-blocks", "VDI.list_changed_blocks",
+      "R:vdi-from-uuid:VDI R:vdi-to-uuid:VDI", "text" },
+    { "vmss-destroy", "VMSS.destroy", "U:VMSS", "" },
+    { "appliance-start", "VM_appliance.start", "U:VM_appliance B:paused", "" },
+    { "appliance-shutdown",
+      "VM_appliance.clean_shutdown|VM_appliance.hard_shutdown",
+      "U:VM_appliance", "" },
+    { "gpu-group-create", "GPU_group.create",
+      "S:name-label S:name-description M:other-config", "GPU_group" },
+    { "gpu-group-destroy", "GPU_group.destroy", "U:GPU_group", "" },
+    { "gpu-group-get-remaining-capacity", "GPU_group.get_remaining_capacity",
+      "U:GPU_group R:vgpu-type-uuid:VGPU_type", "text" },
+    { "vgpu-create", "VGPU.create",
+      "R:vm-uuid:VM R:gpu-group-uuid:GPU_group S:device=0 M:other-config "
+      "r:vgpu-type-uuid:VGPU_type", "VGPU" },
+    { "vgpu-destroy", "VGPU.destroy", "U:VGPU", "" },
+    { "drtask-create", "DR_task.create", "S:type M:device-config L:sr-whitelist",
+      "DR_task" },
+    { "drtask-destroy", "DR_task.destroy", "U:DR_task", "" },
+    { "pgpu-enable-dom0-access", "PGPU.enable_dom0_access", "U:PGPU", "text" },
+    { "pgpu-disable-dom0-access", "PGPU.disable_dom0_access", "U:PGPU",
+      "text" },
+    { "pvs-site-introduce", "PVS_site.introduce",
+      "S:name-label S:name-description S:pvs-uuid", "PVS_site" },
+    { "pvs-site-forget", "PVS_site.forget", "U:PVS_site", "" },
+    { "pvs-server-introduce", "PVS_server.introduce",
+      "L:addresses I:first-port I:last-port R:pvs-site-uuid:PVS_site",
+      "PVS_server" },
+    { "pvs-server-forget", "PVS_server.forget", "U:PVS_server", "" },
+    { "pvs-proxy-create", "PVS_proxy.create",
+      "R:pvs-site-uuid:PVS_site R:vif-uuid:VIF", "PVS_proxy" },
+    { "pvs-proxy-destroy", "PVS_proxy.destroy", "U:PVS_proxy", "" },
+    { "pvs-cache-storage-destroy", "PVS_cache_storage.destroy",
+      "U:PVS_cache_storage", "" },
+    { "sdn-controller-introduce", "SDN_controller.introduce",
+      "S:protocol=ssl S:address I:tcp-port=6632", "SDN_controller" },
+    { "sdn-controller-forget", "SDN_controller.forget", "U:SDN_controller", "" },
+    { "pusb-scan", "PUSB.scan", "R:host-uuid:host", "" },
+    { "vusb-create", "VUSB.create",
+      "R:vm-uuid:VM R:usb-group-uuid:USB_group M:other-config", "VUSB" },
+    { "vusb-unplug", "VUSB.unplug", "U:VUSB", "" },
+    { "vusb-destroy", "VUSB.destroy", "U:VUSB", "" },
+    { "cluster-pool-create", "Cluster.pool_create",
+      "R:network-uuid:network S:cluster-stack=corosync", "Cluster" },
+    { "cluster-pool-force-destroy", "Cluster.pool_force_destroy",
+      "R:cluster-uuid:Cluster", "" },
+    { "cluster-pool-destroy", "Cluster.pool_destroy", "R:cluster-uuid:Cluster",
+      "" },
+    { "cluster-pool-resync", "Cluster.pool_resync", "R:cluster-uuid:Cluster",
+      "" },
+    { "cluster-destroy", "Cluster.destroy", "U:Cluster", "" },
+    { "cluster-host-disable", "Cluster_host.disable", "U:Cluster_host", "" },
+    { "cluster-host-enable", "Cluster_host.enable", "U:Cluster_host", "" },
+    { "cluster-host-destroy", "Cluster_host.destroy", "U:Cluster_host", "" },
+    { "cluster-host-force-destroy", "Cluster_host.force_destroy",
+      "U:Cluster_host", "" },
+    { "repository-introduce", "Repository.introduce",
+      "S:name-label S:name-description S:binary-url S:source-url B:update "
+      "S:gpgkey-path", "Repository" },
+    { "repository-forget", "Repository.forget", "U:Repository", "" },
+    { "repository-set-gpgkey-path", "Repository.set_gpgkey_path",
+      "U:Repository S:gpgkey-path", "" },
+    { "vtpm-create", "VTPM.create", "R:vm-uuid:VM B:is-unique", "VTPM" },
+    { "vtpm-destroy", "VTPM.destroy", "U:VTPM", "" },
+    { "session-subject-identifier-logout", "session.logout_subject_identifier",
+      "S:subject-identifier", "" },
+    { "lvhd-enable-thin-provisioning", "LVHD.enable_thin_provisioning",
+      "H R:sr-uuid:SR I:initial-allocation I:allocation-quantum", "text" },
+};
+
+static const struct simple_op *
+simple_op_find(const char *cmd)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(simple_ops); i++) {
+        if (!strcmp(simple_ops[i].cmd, cmd)) {
+            return &simple_ops[i];
+        }
+    }
+    return NULL;
+}
+
+/* The pool's ref (a standalone host is a pool of one). */
+static int
+the_pool(struct xe_conn *conn, char **ret_ref)
+{
+    struct value *v = NULL;
+    int rc = -1;
+
+    if (xe_callv(conn, "pool.get_all", &v, NULL)) {
+        return -1;
+    }
+    if (v->type == VALUE_ARRAY && v->u.arr.n) {
+        *ret_ref = xstrdup(v->u.arr.items[0]->u.str.s);
+        rc = 0;
+    }
+    value_unref(v);
+    return rc;
+}
+
+/* Builds the arguments of a simple op for one selected object (sel may be
+ * NULL when the spec holds no V or H). */
+static int
+simple_params(struct xe_cmd_ctx *ctx, const char *spec, const char *sel,
+              struct value **ret_params)
+{
+    struct value *params = value_array(8);
+    char *copy = xstrdup(spec), *save = NULL;
+    int rc = -1;
+
+    for (char *tok = strtok_r(copy, " ", &save); tok;
+         tok = strtok_r(NULL, " ", &save)) {
+        char *a = strchr(tok, ':');
+        char *key = a ? a + 1 : NULL;
+        char *cls = key ? strchr(key, ':') : NULL;
+        char *dflt = key ? strchr(key, '=') : NULL;
+        const char *text;
+        char *ref = NULL;
+
+        if (a) {
+            *a = '\0';
+        }
+        if (cls) {
+            *cls++ = '\0';
+        }
+        if (dflt) {
+            *dflt++ = '\0';
+        }
+        text = key ? xe_arg_get(ctx->args, key) : NULL;
+        if (!strcmp(tok, "V") || !strcmp(tok, "H")) {
+            value_array_append(params, value_string(sel));
+        } else if (!strcmp(tok, "P")) {
+            if (the_pool(ctx->conn, &ref)) {
+                goto out;
+            }
+            value_array_append(params, value_string_take(ref));
+        } else if (!strcmp(tok, "p") || !strcmp(tok, "h")) {
+            if (text) {
+                if (xe_lookup(ctx->conn, tok[0] == 'p' ? "pool" : "host", text,
+                              false, &ref)) {
+                    goto out;
+                }
+            } else if (tok[0] == 'p' ? the_pool(ctx->conn, &ref)
+                                     : choose_host(ctx, &ref)) {
+                goto out;
+            }
+            value_array_append(params, value_string_take(ref));
+        } else if (!strcmp(tok, "U")) {
+            if (ref_arg(ctx, "uuid", key, &ref)) {
+                goto out;
+            }
+            value_array_append(params, value_string_take(ref));
+        } else if (!strcmp(tok, "R") || !strcmp(tok, "r")) {
+            if (!text && tok[0] == 'r') {
+                value_array_append(params, value_null_ref());
+                continue;
+            }
+            if (ref_arg(ctx, key, cls, &ref)) {
+                goto out;
+            }
+            value_array_append(params, value_string_take(ref));
+        } else if (!strcmp(tok, "S")) {
+            value_array_append(params, str(text ? text : dflt));
+        } else if (!strcmp(tok, "I") || !strcmp(tok, "F")) {
+            const char *t = text ? text : dflt;
+            int64_t i = 0;
+            double d = 0;
+            if (!t) {
+                goto missing;
+            }
+            if (tok[0] == 'I' ? str_to_int64(t, &i) : str_to_double(t, &d)) {
+                fprintf(stderr, "Error: %s=%s is not a number\n", key, t);
+                goto out;
+            }
+            value_array_append(params, tok[0] == 'I' ? value_int(i)
+                                                     : value_double(d));
+        } else if (!strcmp(tok, "B")) {
+            value_array_append(params, bool_arg(ctx, key, false));
+        } else if (!strcmp(tok, "M")) {
+            value_array_append(params, map_args(ctx->args, key));
+        } else if (!strcmp(tok, "L") || !strcmp(tok, "Lr")) {
+            struct value *set = value_array(4);
+            char *list = xstrdup(text ? text : ""), *s2 = NULL;
+            for (char *item = strtok_r(list, ",", &s2); item;
+                 item = strtok_r(NULL, ",", &s2)) {
+                if (tok[1] == 'r') {
+                    if (xe_lookup(ctx->conn, cls, item, false, &ref)) {
+                        free(list);
+                        value_unref(set);
+                        goto out;
+                    }
+                    value_array_append(set, value_string_take(ref));
+                } else {
+                    value_array_append(set, value_string(item));
+                }
+            }
+            free(list);
+            value_array_append(params, set);
+        }
+        continue;
+missing:
+        xe_missing(key);
+        goto out;
+    }
+    *ret_params = params;
+    params = NULL;
+    rc = 0;
+out:
+    value_unref(params);
+    free(copy);
+    return rc;
+}
+
+static void
+print_result(struct xe_conn *conn, const char *kind, const struct value *v)
+{
+    if (!*kind || !v) {
+        return;
+    }
+    if (!strcmp(kind, "map") && v->type == VALUE_STRUCT) {
+        for (size_t i = 0; i < v->u.st.n; i++) {
+            char *t = value_is_string(v->u.st.m[i].v)
+                      ? NULL : value_to_text(v->u.st.m[i].v);
+            printf("%s: %s\n", v->u.st.m[i].name,
+                   t ? t : v->u.st.m[i].v->u.str.s);
+            free(t);
+        }
+    } else if (strcmp(kind, "text") && value_is_string(v)) {
+        printf("%s\n", xe_ref_uuid(conn, kind, v->u.str.s));
+    } else if (value_is_string(v)) {
+        printf("%s\n", v->u.str.s);
+    } else {
+        char *t = value_to_text(v);
+        printf("%s\n", t);
+        free(t);
+    }
+}
+
+static int
+simple_call(struct xe_cmd_ctx *ctx, const struct simple_op *op,
+            const char *sel)
+{
+    struct value *params = NULL, *v = NULL;
+    const char *bar = strchr(op->method, '|');
+    char *method;
+    int rc;
+
+    if (simple_params(ctx, op->spec, sel, &params)) {
+        return -1;
+    }
+    if (bar && flag(ctx, "force")) {
+        method = xstrdup(bar + 1);
+    } else {
+        method = bar ? xmemdup0(op->method, (size_t)(bar - op->method))
+                     : xstrdup(op->method);
+    }
+    rc = xe_call(ctx->conn, method, params, &v);
+    if (rc == 0) {
+        print_result(ctx->conn, op->result, v);
+    }
+    value_unref(v);
+    value_unref(params);
+    free(method);
+    return rc;
+}
+
+int
+xe_op_simple(struct xe_cmd_ctx *ctx)
+{
+    const struct simple_op *op = simple_op_find(ctx->cmd->name);
+    bool vm = op && op->spec[0] == 'V', host = op && op->spec[0] == 'H';
+    char **refs = NULL;
+    size_t n = 0;
+    int rc = 0;
+
+    if (!op) {
+        fprintf(stderr, "Error: %s has no implementation\n", ctx->cmd->name);
+        return -1;
+    }
+    if (!vm && !host) {
+        return simple_call(ctx, op, NULL);
+    }
+    if (xe_select(ctx->conn, cls_of(vm ? "VM" : "host"), vm ? "vm" : "host",
+                  ctx->args, true, &refs, &n)) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (simple_call(ctx, op, refs[i])) {
+            rc = -1;
+        }
+    }
+    xe_free_strv(refs, n);
+    return rc;
+}

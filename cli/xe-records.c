@@ -817,7 +817,8 @@ xe_select(struct xe_conn *conn, const struct xe_class *cls,
         }
         goto done;
     }
-    if (!uuid && !sel && !n_filters && !multiple) {
+    if (!uuid && !sel && !n_filters && !multiple
+        && strcmp(cls->api, "host")) {
         fprintf(stderr, "Error: no %s selected: give uuid=, %s= or field "
                 "filters (with --multiple for several)\n", cls->xe,
                 selector_key ? selector_key : "uuid");
@@ -853,6 +854,7 @@ xe_select(struct xe_conn *conn, const struct xe_class *cls,
         fprintf(stderr, "Error: no matching %ss found\n", cls->xe);
         goto done;
     }
+    /* With no selector at all, a host command acts on the only host. */
     if (n > 1 && !(allow_multiple && multiple)) {
         fprintf(stderr, "Error: %zu %ss match; add --multiple to act on all "
                 "of them\n", n, cls->xe);
