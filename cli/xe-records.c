@@ -225,8 +225,10 @@ ref_cache_fill(struct xe_conn *conn, const char *cls, char **refs, size_t n)
     char method[128];
     struct value *v = NULL;
 
+    const struct xe_class *c = xe_class_by_api(cls);
+
     ref_cache_init();
-    if (n > 16) {
+    if (n > 16 && c && c->listable) {
         snprintf(method, sizeof method, "%s.get_all_records", cls);
         if (xe_callv(conn, method, &v, NULL) == 0 && v->type == VALUE_STRUCT) {
             for (size_t i = 0; i < v->u.st.n; i++) {

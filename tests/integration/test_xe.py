@@ -357,6 +357,13 @@ def main():
                            timeout=60)
         assert r.returncode == 0 and UUID_RE.fullmatch(r.stdout.decode().strip())
 
+    @tap.test('test_xe_xmlrpc_protocol_gives_the_same_listing')
+    def _():
+        xml = Xe(d, env={'XE_PROTOCOL': 'xmlrpc'})
+        assert xml.ok('vm-list', 'params=all') == xe.ok('vm-list', 'params=all')
+        r = xml('vm-param-list', 'uuid=00000000-0000-0000-0000-000000000000')
+        assert r.rc != 0 and 'UUID_INVALID' in r.err, r
+
     @tap.test('test_xe_tls_by_default_on_remote_hosts')
     def _():
         if not d.https_port:
