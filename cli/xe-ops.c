@@ -863,6 +863,23 @@ xe_op_vm_export(struct xe_cmd_ctx *ctx)
     return rc;
 }
 
+static int
+export_by_key(struct xe_cmd_ctx *ctx, const char *key)
+{
+    char *ref = NULL;
+    int rc;
+
+    if (ref_arg(ctx, key, "VM", &ref)) {
+        return -1;
+    }
+    rc = do_export(ctx, ref);
+    free(ref);
+    return rc;
+}
+
+int xe_op_snapshot_export_to_template(struct xe_cmd_ctx *ctx) { return export_by_key(ctx, "snapshot-uuid"); }
+int xe_op_template_export(struct xe_cmd_ctx *ctx) { return export_by_key(ctx, "template-uuid"); }
+
 int
 xe_op_vm_import(struct xe_cmd_ctx *ctx)
 {
@@ -2094,7 +2111,7 @@ xe_op_vm_destroy(struct xe_cmd_ctx *ctx)
  * and print its result.  They are described here rather than written out:
  * each argument is a token of the spec, in the message's order:
  *
- *   V / H          the VM / host chosen by selectors (one call each)
+ *   V / H / Y      the VM / host / SR chosen by selectors (one call each)
  *   P              the pool (there is one)
  *   p:key          the pool named by key=uuid, or the pool
  *   h:key          the host named by key=uuid, or the pool master
@@ -2108,8 +2125,8 @@ xe_op_vm_destroy(struct xe_cmd_ctx *ctx)
  *   Lr:key:Class   a set of refs from comma-separated uuids
  *
  * The result is printed as its kind says: "" nothing, "text" the value,
- * "map" one "key: value" line per entry, or a class name: the uuid of the
- * object made.  A method "A|B" calls B when --force is given. */
+ * "map" one "key: value" line per entry, "ds" data-source records, or a
+ * class name: the uuid of the object made.  A method "A|B" calls B when --force is given. */
 struct simple_op {
     const char *cmd;
     const char *method;
@@ -2327,6 +2344,49 @@ static const struct simple_op simple_ops[] = {
     { "vtpm-destroy", "VTPM.destroy", "U:VTPM", "" },
     { "session-subject-identifier-logout", "session.logout_subject_identifier",
       "S:subject-identifier", "" },
+    { "vm-data-source-list", "VM.get_data_sources", "V", "ds" },
+    { "vm-data-source-record", "VM.record_data_source", "V S:data-source", "" },
+    { "vm-data-source-query", "VM.query_data_source", "V S:data-source",
+      "text" },
+    { "vm-data-source-forget", "VM.forget_data_source_archives",
+      "V S:data-source", "" },
+    { "host-data-source-list", "host.get_data_sources", "H", "ds" },
+    { "host-data-source-record", "host.record_data_source", "H S:data-source",
+      "" },
+    { "host-data-source-query", "host.query_data_source", "H S:data-source",
+      "text" },
+    { "host-data-source-forget", "host.forget_data_source_archives",
+      "H S:data-source", "" },
+    { "sr-data-source-list", "SR.get_data_sources", "Y", "ds" },
+    { "sr-data-source-record", "SR.record_data_source", "Y S:data-source", "" },
+    { "sr-data-source-query", "SR.query_data_source", "Y S:data-source",
+      "text" },
+    { "sr-data-source-forget", "SR.forget_data_source_archives",
+      "Y S:data-source", "" },
+    { "host-cpu-info", "host.get_cpu_info", "h:uuid", "map" },
+    { "vm-snapshot-with-quiesce", "VM.snapshot_with_quiesce",
+      "V S:new-name-label", "VM" },
+    { "vm-retrieve-wlb-recommendations", "VM.retrieve_wlb_recommendations",
+      "V", "map" },
+    { "host-retrieve-wlb-evacuate-recommendations",
+      "host.retrieve_wlb_evacuate_recommendations", "U:host", "map" },
+    { "pool-retrieve-wlb-recommendations", "pool.retrieve_wlb_recommendations",
+      "", "map" },
+    { "host-license-view", "host.get_license_params", "h:host-uuid", "map" },
+    { "vm-memory-target-wait", "VM.wait_memory_target_live", "V", "" },
+    { "host-forget", "host.destroy", "U:host", "" },
+    { "host-enable-display", "host.enable_display", "U:host", "text" },
+    { "host-disable-display", "host.disable_display", "U:host", "text" },
+    { "host-all-editions", "host.get_editions", "h:host-uuid", "text" },
+    { "pool-join", "pool.join|pool.join_force",
+      "S:master-address S:master-username S:master-password", "" },
+    { "pool-initialize-wlb", "pool.initialize_wlb",
+      "S:wlb_url S:wlb_username S:wlb_password S:xenserver_username "
+      "S:xenserver_password", "" },
+    { "pool-send-wlb-configuration", "pool.send_wlb_configuration", "M:config",
+      "" },
+    { "pool-send-test-post", "pool.send_test_post",
+      "S:dest-host I:dest-port S:body", "text" },
     { "lvhd-enable-thin-provisioning", "LVHD.enable_thin_provisioning",
       "H R:sr-uuid:SR I:initial-allocation I:allocation-quantum", "text" },
 };
@@ -2389,7 +2449,7 @@ simple_params(struct xe_cmd_ctx *ctx, const char *spec, const char *sel,
             *dflt++ = '\0';
         }
         text = key ? xe_arg_get(ctx->args, key) : NULL;
-        if (!strcmp(tok, "V") || !strcmp(tok, "H")) {
+        if (!strcmp(tok, "V") || !strcmp(tok, "H") || !strcmp(tok, "Y")) {
             value_array_append(params, value_string(sel));
         } else if (!strcmp(tok, "P")) {
             if (the_pool(ctx->conn, &ref)) {
@@ -2479,7 +2539,17 @@ print_result(struct xe_conn *conn, const char *kind, const struct value *v)
     if (!*kind || !v) {
         return;
     }
-    if (!strcmp(kind, "map") && v->type == VALUE_STRUCT) {
+    if (!strcmp(kind, "ds") && v->type == VALUE_ARRAY) {
+        /* Records without refs: key them by position for the printer. */
+        struct value *records = value_struct(v->u.arr.n);
+        for (size_t i = 0; i < v->u.arr.n; i++) {
+            char key[32];
+            snprintf(key, sizeof key, "%zu", i);
+            value_struct_put(records, key, value_ref(v->u.arr.items[i]));
+        }
+        xe_print_records(conn, cls_of("data_source"), records, NULL, false);
+        value_unref(records);
+    } else if (!strcmp(kind, "map") && v->type == VALUE_STRUCT) {
         for (size_t i = 0; i < v->u.st.n; i++) {
             char *t = value_is_string(v->u.st.m[i].v)
                       ? NULL : value_to_text(v->u.st.m[i].v);
@@ -2531,6 +2601,7 @@ xe_op_simple(struct xe_cmd_ctx *ctx)
 {
     const struct simple_op *op = simple_op_find(ctx->cmd->name);
     bool vm = op && op->spec[0] == 'V', host = op && op->spec[0] == 'H';
+    bool sr = op && op->spec[0] == 'Y';
     char **refs = NULL;
     size_t n = 0;
     int rc = 0;
@@ -2539,11 +2610,12 @@ xe_op_simple(struct xe_cmd_ctx *ctx)
         fprintf(stderr, "Error: %s has no implementation\n", ctx->cmd->name);
         return -1;
     }
-    if (!vm && !host) {
+    if (!vm && !host && !sr) {
         return simple_call(ctx, op, NULL);
     }
-    if (xe_select(ctx->conn, cls_of(vm ? "VM" : "host"), vm ? "vm" : "host",
-                  ctx->args, true, &refs, &n)) {
+    if (xe_select(ctx->conn, cls_of(vm ? "VM" : host ? "host" : "SR"),
+                  vm ? "vm" : host ? "host" : "sr", ctx->args, true, &refs,
+                  &n)) {
         return -1;
     }
     for (size_t i = 0; i < n; i++) {

@@ -386,6 +386,15 @@ def main():
         xe.ok('event-wait', 'class=vm', 'uuid=' + state['vm'],
               'power-state=halted')
 
+    @tap.test('test_xe_one_call_commands_print_their_answer')
+    def _():
+        out = xe.ok('host-cpu-info')
+        assert 'cpu_count: ' in out, out
+        free = xe.ok('host-compute-free-memory').strip()
+        assert free.isdigit() and int(free) > 0, free
+        r = xe('gpu-group-destroy')
+        assert r.rc != 0 and 'uuid' in r.err, r
+
     @tap.test('test_xe_help_lists_and_explains_commands')
     def _():
         out = xe.ok('help', 'vm-install')
