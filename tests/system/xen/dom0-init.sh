@@ -36,11 +36,12 @@ dump_logs() {
 
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mkdir -p /dev/pts; mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /run; mkdir -p /run/xen /run/xenstored /run/lock
+mount -t tmpfs tmpfs /run; mkdir -p /run/xen /run/xenstored /run/lock/lvm /run/lvm
 mount -t tmpfs -o size=1200m tmpfs /tmp
 m "reached /init, hypervisor $(cat /sys/hypervisor/type) $(cat /sys/hypervisor/version/major).$(cat /sys/hypervisor/version/minor)"
 # These are modules in Debian's kernel; nothing else loads them here.
-for k in xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc xen-blkback xen-netback nbd e1000; do
+for k in xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc xen-blkback xen-netback nbd e1000 \
+         dm-mod loop virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
     insmod /lib/modules/$k.ko $( [ $k = nbd ] && echo nbds_max=8 ) || m "insmod $k failed"
 done
 mount -t xenfs xenfs /proc/xen || die "cannot mount xenfs"
@@ -52,7 +53,7 @@ xenstored --pid-file /run/xenstored.pid 2>/var/log/xen/xenstored.log \
 i=0; while ! xenstore-read / >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 100 ] && die "xenstored does not answer"; sleep 0.2; done
 xen-init-dom0 >/var/log/xen/xen-init-dom0.log 2>&1 || die "xen-init-dom0 failed"
 xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console || die "xenconsoled did not start"
-m "xen daemons up"
+m "xen daemons up; disks: $(ls /dev/vd* 2>/dev/null)"
 tap "ok - dom0: xenstored, xenconsoled and the backend drivers are up (at $(up)s)"
 
 # The initramfs root is too small for suspend images (a guest's whole

@@ -45,7 +45,8 @@ KV=6.1.0-56
 pkgs="xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils
  libxencall1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxenmisc4.17
  libxenstore4 libxentoollog1 libxendevicemodel1 libxentoolcore1 libxenhypfs1
- libyajl2 busybox-static nbd-client libnl-3-200 libnl-genl-3-200"
+ libyajl2 busybox-static nbd-client libnl-3-200 libnl-genl-3-200
+ lvm2 dmsetup libdevmapper1.02.1 libdevmapper-event1.02.1 libaio1 libedit2"
 mkdir -p "$cache/debs"
 # The kernel ABI moves with Debian's updates: take the one the metapackage
 # names today, and keep using a cached one when the index is unreachable.
@@ -114,7 +115,9 @@ M=$R/lib/modules/$KV/kernel
 for m in drivers/xen/xen-privcmd.ko drivers/xen/xenfs/xenfs.ko drivers/xen/xen-evtchn.ko \
          drivers/xen/xen-gntdev.ko drivers/xen/xen-gntalloc.ko drivers/block/xen-blkback/xen-blkback.ko \
          drivers/net/xen-netback/xen-netback.ko drivers/block/nbd.ko \
-         drivers/net/ethernet/intel/e1000/e1000.ko; do
+         drivers/net/ethernet/intel/e1000/e1000.ko drivers/md/dm-mod.ko drivers/block/loop.ko \
+         drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko drivers/virtio/virtio_pci_modern_dev.ko \
+         drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci.ko drivers/block/virtio_blk.ko; do
     cp "$M/$m" $D/lib/modules/
 done
 XB=$R/usr/lib/xen-4.17/bin
@@ -124,7 +127,11 @@ for b in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
 done
 cp "$R/usr/bin/xenstore" $D/usr/bin/
 for c in read write ls list rm exists chmod watch; do ln -sf xenstore $D/usr/bin/xenstore-$c; done
-cp "$R/sbin/nbd-client" $D/sbin/
+cp "$R/sbin/nbd-client" "$R/sbin/lvm" "$R/sbin/dmsetup" $D/sbin/
+for c in $(find "$R/sbin" -type l -lname lvm -printf '%f\n'); do ln -sf lvm $D/sbin/$c; done
+# No udev in Dom0: lvm2 makes the device nodes itself and waits for nobody.
+mkdir -p $D/etc/lvm $D/run/lvm
+printf 'activation {\n udev_sync = 0\n udev_rules = 0\n}\ndevices {\n obtain_device_list_from_udev = 0\n}\n' > $D/etc/lvm/lvm.conf
 cp "$build/xapi/xapi" "$build/storage/xapi-tapdisk" "$work/qexit" $D/usr/bin/
 cp "$here/block-nbd-unix" $D/etc/xen/scripts/
 cp -a "$R/etc/xen/xl.conf" $D/etc/xen/
@@ -136,7 +143,7 @@ printf '127.0.0.1 localhost dom0\n' > $D/etc/hosts
 # Shared libraries: Debian's Xen libraries from the packages, the rest
 # (libc, OpenSSL, ... for our binaries) from this host, which is the same
 # Debian release the build used.
-for f in $D/usr/lib/xen-4.17/bin/* $D/usr/bin/xenstore $D/sbin/nbd-client $D/usr/bin/xapi $D/usr/bin/xapi-tapdisk; do
+for f in $D/usr/lib/xen-4.17/bin/* $D/usr/bin/xenstore $D/sbin/nbd-client $D/sbin/lvm $D/sbin/dmsetup $D/usr/bin/xapi $D/usr/bin/xapi-tapdisk; do
     LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:$R/lib/x86_64-linux-gnu ldd "$f" | awk '/=> \//{print $3} / not found/{print "MISSING " $1}'
 done | sort -u | while read -r lib rest; do
     [ "$lib" = MISSING ] && { echo "# missing library $rest"; continue; }
@@ -157,6 +164,8 @@ phase initramfs
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 api_port=$(free_port); ctl_port=$(free_port)
 serial=$work/serial.log
+# The second disk holds the lvm SR's volume group (sparse; 1 GiB).
+rm -f "$work/lvm.img"; truncate -s 1G "$work/lvm.img"
 # -cpu max,-smap: a 64-bit PV Dom0 dies at its first instruction with SMAP
 # under TCG.  -rdtscp: QEMU's emulated SVM reports RDTSCP as an RDTSC exit
 # and Xen kills PVH guests.  -pku: XRSTOR #GP with PKRU state.
@@ -164,6 +173,7 @@ timeout --foreground -k 10 "$timeout_s" qemu-system-x86_64 -M pc -accel tcg,thre
     -cpu max,-smap,-rdtscp,-pku -smp 2 -m 2048 \
     -display none -serial "file:$serial" -monitor none -no-reboot \
     -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+    -drive file="$work/lvm.img",format=raw,if=virtio,cache=unsafe \
     -nic user,model=e1000,restrict=on,hostfwd=tcp:127.0.0.1:$api_port-:80,hostfwd=tcp:127.0.0.1:$ctl_port-:81 \
     -kernel "$cache/xen.elf" \
     -append "console=com1 com1=115200,8n1 dom0_mem=768M,max:768M dom0_max_vcpus=1 loglvl=all guest_loglvl=all" \
@@ -207,6 +217,7 @@ fi
 wait $qpid
 qrc=$?
 phase shutdown
+rm -f "$work/lvm.img"
 # isa-debug-exit: QEMU exits with (code << 1) | 1; Dom0 writes 10 when the
 # scenario passed, 11 when it failed, 3 when Dom0 itself failed.
 case $qrc in

@@ -346,6 +346,39 @@ def disk_export():
     assert data.startswith(b'XAPI-DISK-MARKER disk1'), data[:64]
 
 
+phase('lvm')
+
+
+@step('an lvm SR on a second QEMU disk serves a guest\'s disk')
+def lvm_sr():
+    try:
+        sr = x.SR.create(host, {'device': '/dev/vda'}, '0', 'lvm-sr', '',
+                         'lvm', 'user', False, {})
+    except XenAPI.Failure as e:
+        raise AssertionError('SR.create lvm on /dev/vda: %s' % e.details)
+    vdi = x.VDI.create({'name_label': 'lvm-disk', 'name_description': '',
+                        'SR': sr, 'virtual_size': str(16 * MiB),
+                        'type': 'user', 'sharable': False,
+                        'read_only': False, 'other_config': {}})
+    vm = make_vm('lvm-guest', 'pv', 'lvm1', disk=vdi)
+    x.VM.start(vm, False, False)
+    wait_power(vm, 'Running')
+    out = console_read(vm, 'GUEST-ALIVE lvm1')
+    out += console_read(vm, 'disk=')
+    assert 'disk=written' in out, 'the guest did not write its disk: %s' % \
+        ' | '.join(l for l in out.splitlines() if 'GUEST' in l)
+    x.VM.clean_shutdown(vm)
+    wait_power(vm, 'Halted', 60)
+    u = urllib.parse.urlparse(URL)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    c.request('GET', '/export_raw_vdi?vdi=%s&format=raw&session_id=%s'
+              % (vdi, session._session))
+    r = c.getresponse()
+    data = r.read(4096)
+    assert r.status == 200, '%d %s' % (r.status, data[:200])
+    assert data.startswith(b'XAPI-DISK-MARKER lvm1'), data[:64]
+
+
 phase(None)
 try:
     session.xenapi.session.logout()
