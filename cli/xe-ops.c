@@ -863,6 +863,55 @@ xe_op_vm_export(struct xe_cmd_ctx *ctx)
     return rc;
 }
 
+/* vm-migrate within the pool: VM.pool_migrate to host= (name or uuid) or
+ * host-uuid=.  Migration to another pool (remote-master=) needs
+ * VM.migrate_send and is not built yet. */
+static int
+do_migrate(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    const char *host = xe_arg_get(ctx->args, "host");
+    const char *host_uuid = xe_arg_get(ctx->args, "host-uuid");
+    struct value *opts = value_struct(1);
+    char *h = NULL;
+    int rc = -1;
+
+    xe_arg_get(ctx->args, "live");
+    if (host_uuid) {
+        if (xe_lookup(ctx->conn, "host", host_uuid, false, &h)) {
+            goto out;
+        }
+    } else if (host) {
+        if ((uuid_is_valid(host) ? xe_lookup(ctx->conn, "host", host, false, &h)
+                                 : xe_lookup(ctx->conn, "host", host, true, &h))) {
+            goto out;
+        }
+    } else {
+        fprintf(stderr, "Error: give host= or host-uuid=\n");
+        goto out;
+    }
+    if (flag(ctx, "live")) {
+        value_struct_put(opts, "live", value_string("true"));
+    }
+    rc = call_ref(ctx->conn, "VM.pool_migrate", ref, value_string(h), opts,
+                  NULL);
+    opts = NULL;
+out:
+    value_unref(opts);
+    free(h);
+    return rc;
+}
+
+int
+xe_op_vm_migrate(struct xe_cmd_ctx *ctx)
+{
+    if (xe_arg_get(ctx->args, "remote-master")) {
+        fprintf(stderr, "Error: migration to another pool (remote-master=) is "
+                "not supported yet by this xe\n");
+        return 2;
+    }
+    return for_each_vm(ctx, do_migrate);
+}
+
 static int
 export_by_key(struct xe_cmd_ctx *ctx, const char *key)
 {
@@ -2387,6 +2436,10 @@ static const struct simple_op simple_ops[] = {
       "" },
     { "pool-send-test-post", "pool.send_test_post",
       "S:dest-host I:dest-port S:body", "text" },
+    { "vlan-create", "VLAN.create",
+      "R:pif-uuid:PIF I:vlan R:network-uuid:network", "VLAN" },
+    { "pool-vlan-create", "pool.create_VLAN_from_PIF",
+      "R:pif-uuid:PIF R:network-uuid:network I:vlan", "text" },
     { "lvhd-enable-thin-provisioning", "LVHD.enable_thin_provisioning",
       "H R:sr-uuid:SR I:initial-allocation I:allocation-quantum", "text" },
 };

@@ -190,7 +190,7 @@ void xe_print_minimal_list(char **items, size_t n);
 
 /* The operations (xe-ops.c). */
 xe_handler_fn
-    xe_op_simple, xe_op_snapshot_export_to_template, xe_op_template_export, xe_op_appliance_create, xe_op_appliance_destroy, xe_op_audit_log_get,
+    xe_op_simple, xe_op_vm_migrate, xe_op_snapshot_export_to_template, xe_op_template_export, xe_op_appliance_create, xe_op_appliance_destroy, xe_op_audit_log_get,
     xe_op_cd_list, xe_op_event_wait, xe_op_host_disable, xe_op_host_enable,
     xe_op_message_create, xe_op_message_destroy, xe_op_network_create,
     xe_op_network_destroy, xe_op_pbd_create, xe_op_pbd_destroy,
