@@ -341,8 +341,9 @@ def disk_export():
     c.request('GET', '/export_raw_vdi?vdi=%s&format=raw&session_id=%s'
               % (S['vdi'], session._session))
     r = c.getresponse()
-    data = r.read(4096)
+    data = r.read()
     assert r.status == 200, '%d %s' % (r.status, data[:200])
+    assert len(data) == 16 * MiB, 'exported %d bytes' % len(data)
     assert data.startswith(b'XAPI-DISK-MARKER disk1'), data[:64]
 
 
@@ -374,8 +375,9 @@ def lvm_sr():
     c.request('GET', '/export_raw_vdi?vdi=%s&format=raw&session_id=%s'
               % (vdi, session._session))
     r = c.getresponse()
-    data = r.read(4096)
+    data = r.read()
     assert r.status == 200, '%d %s' % (r.status, data[:200])
+    assert len(data) == 16 * MiB, 'exported %d bytes' % len(data)
     assert data.startswith(b'XAPI-DISK-MARKER lvm1'), data[:64]
 
 
