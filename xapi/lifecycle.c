@@ -1,5 +1,6 @@
 /* lifecycle.c — the VM power operations: start, shutdown, reboot, pause,
- * suspend, resume and their variants, on top of the xenops provider.
+ * suspend, resume, pool_migrate (to this host) and their variants, on top
+ * of the xenops provider.
  *
  * Each VM has a small run-time record here (its domid and the operation in
  * progress).  An operation first checks and marks the VM in one database
@@ -18,7 +19,10 @@
  * Disks: every time a domain is built (start, reboot, resume, a restart
  * after a crash) each VBD's block server is started by the storage layer
  * (storage_vbd_attach) and the domain's disk backend is pointed at it;
- * every time a domain goes away the block servers are stopped again.  A
+ * every time a domain goes away the block servers are stopped again.
+ * VM.pool_migrate to this same host is the exception: the new domain is
+ * pointed at the block servers that already serve the old one (they
+ * accept several clients), so the disks are never detached.  A
  * suspended VM's memory image lives in a VDI of type "suspend"
  * (VM.suspend_VDI), as in XenServer, so it follows the storage rather
  * than the host. */
@@ -27,9 +31,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -92,7 +99,7 @@ static const char *const ops_running[] = {
     "changing_dynamic_range", "changing_memory_live", "changing_VCPUs_live",
     "changing_shadow_memory_live", "send_sysrq", "send_trigger",
     "get_boot_record", "power_state_reset", "query_services", "call_plugin",
-    NULL,
+    "pool_migrate", NULL,
 };
 static const char *const ops_paused[] = {
     "unpause", "hard_shutdown", "hard_reboot", "shutdown",
@@ -1282,6 +1289,167 @@ lifecycle_record_stopped(struct xapi *x, struct vm_rt *rt, const char *power)
     db_commit(txn);
 }
 
+/* ---- localhost migration ---- */
+
+/* The sending half of a migration, run on its own thread because the
+ * stream has a reader and a writer that must progress together. */
+struct migrate_sender {
+    struct xenops_host *host;
+    uint32_t domid;
+    int fd;
+    int rc;
+    char *err;
+};
+
+static void *
+migrate_send_thread(void *aux)
+{
+    struct migrate_sender *ms = aux;
+
+    ms->rc = ms->host->provider->migrate_send(ms->host, ms->domid, ms->fd,
+                                              &ms->err);
+    /* Closing our end lets a receiver still waiting for data see the end
+     * of the stream instead of blocking for ever. */
+    close(ms->fd);
+    ms->fd = -1;
+    return NULL;
+}
+
+/* The VM's spec with each disk pointed at the block server that already
+ * serves the running domain, or NULL after api_fail(). */
+static struct xenops_vm_spec *
+served_spec(struct api_ctx *ctx, const char *ref)
+{
+    struct xenops_vm_spec *spec = spec_of(ctx->x, ref);
+
+    if (!spec) {
+        api_fail_handle(ctx, CLS_VM, ref);
+        return NULL;
+    }
+    for (size_t i = 0; i < spec->n_vbds; i++) {
+        struct xenops_vbd_spec *v = &spec->vbds[i];
+        char *target = storage_vbd_target(ctx->x, v->ref);
+
+        free(v->target);
+        free(v->format);
+        v->target = target;
+        v->format = xstrdup(target ? "nbd" : "raw");
+        v->empty = !target;
+    }
+    return spec;
+}
+
+/* Moves the VM's running domain into a new domain on this host through a
+ * migration stream (migrate_send into migrate_receive over a socketpair)
+ * and unpauses the new one.  On return rt says where the VM is: on the
+ * new domain after success; after a failure on the old domain if it is
+ * still alive, else nowhere (its disks detached), as XenServer leaves a
+ * VM whose source domain went away halted. */
+static int
+migrate_domain(struct api_ctx *ctx, struct vm_rt *rt)
+{
+    struct xapi *x = ctx->x;
+    struct xenops_host *h = x->xenops;
+    const struct xenops_provider *p = h->provider;
+    struct xenops_vm_spec *spec = NULL;
+    struct migrate_sender ms = { .host = h, .domid = rt->domid, .fd = -1 };
+    struct xenops_domain_info info;
+    pthread_t sender;
+    bool sending = false, alive;
+    uint32_t new_domid = 0;
+    char *err = NULL, *what = NULL;
+    int fds[2] = { -1, -1 };
+    int rc, r;
+
+    spec = served_spec(ctx, rt->ref);
+    if (!spec) {
+        rc = -1;
+        goto out;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)) {
+        rc = -errno;
+        what = xasprintf("cannot make the migration stream: %s",
+                         strerror(-rc));
+        goto fail;
+    }
+    ms.fd = fds[0];
+    fds[0] = -1;
+    r = pthread_create(&sender, NULL, migrate_send_thread, &ms);
+    if (r) {
+        close(ms.fd);
+        ms.fd = -1;
+        rc = -r;
+        what = xasprintf("cannot start the sender: %s", strerror(r));
+        goto fail;
+    }
+    sending = true;
+    api_task_set_progress(ctx, 0.2);
+    rc = p->migrate_receive(h, spec, fds[1], &new_domid, &err);
+    close(fds[1]);
+    fds[1] = -1;
+    pthread_join(sender, NULL);
+    sending = false;
+    api_task_set_progress(ctx, 0.7);
+    if (!rc && !ms.rc) {
+        rc = p->domain_unpause(h, new_domid, &err);
+        if (!rc) {
+            LOG_INFO("VM %s: migrated from domain %"PRIu32" to %"PRIu32,
+                     rt->uuid, rt->domid, new_domid);
+            pthread_mutex_lock(&lc.mu);
+            rt->domid = new_domid;
+            rt->has_domain = true;
+            pthread_mutex_unlock(&lc.mu);
+            goto out;
+        }
+        what = xasprintf("cannot unpause the new domain: %s",
+                         err ? err : strerror(-rc));
+        /* The old domain is gone: the new one is destroyed below and the
+         * VM ends halted. */
+        p->domain_destroy(h, new_domid, NULL);
+        goto fail;
+    }
+    if (!rc) {
+        /* The stream arrived but the sender failed afterwards: keep the
+         * old domain if it survived, never two copies of the guest. */
+        p->domain_destroy(h, new_domid, NULL);
+        rc = ms.rc;
+    }
+    what = xasprintf("%s", ms.rc ? (ms.err ? ms.err : strerror(-ms.rc))
+                     : (err ? err : strerror(-rc)));
+fail:
+    memset(&info, 0, sizeof info);
+    alive = !p->domain_info(h, rt->domid, &info, NULL)
+            && info.power != XENOPS_SHUTDOWN;
+    xenops_domain_info_clear(&info);
+    if (!alive) {
+        LOG_WARN("VM %s: domain %"PRIu32" gone after a failed migration",
+                 rt->uuid, rt->domid);
+        pthread_mutex_lock(&lc.mu);
+        rt->has_domain = false;
+        pthread_mutex_unlock(&lc.mu);
+        detach_disks(x, rt->ref);
+    }
+    LOG_WARN("VM %s: migration failed: %s", rt->uuid, what);
+    api_fail(ctx, ERR_VM_MIGRATE_FAILED, rt->ref, x->host_ref, x->host_ref,
+             what);
+    rc = -1;
+out:
+    if (sending) {
+        pthread_join(sender, NULL);
+    }
+    if (fds[0] >= 0) {
+        close(fds[0]);
+    }
+    if (fds[1] >= 0) {
+        close(fds[1]);
+    }
+    free(ms.err);
+    free(err);
+    free(what);
+    xenops_vm_spec_free(spec);
+    return rc;
+}
+
 /* ---- the operations ---- */
 
 static const char *const st_halted[] = { "Halted", NULL };
@@ -1294,7 +1462,7 @@ static const char *const st_any_on[] = { "Running", "Paused", "Suspended", NULL 
 enum lc_op {
     OP_START, OP_HARD_SHUTDOWN, OP_CLEAN_SHUTDOWN, OP_SHUTDOWN,
     OP_CLEAN_REBOOT, OP_HARD_REBOOT, OP_PAUSE, OP_UNPAUSE, OP_SUSPEND,
-    OP_RESUME,
+    OP_RESUME, OP_POOL_MIGRATE,
 };
 
 static int
@@ -1315,6 +1483,7 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused,
         [OP_UNPAUSE] = { "unpause", st_paused },
         [OP_SUSPEND] = { "suspend", st_running },
         [OP_RESUME] = { "resume", st_suspended },
+        [OP_POOL_MIGRATE] = { "pool_migrate", st_running },
     };
     struct xapi *x = ctx->x;
     struct xenops_host *h = x->xenops;
@@ -1330,6 +1499,9 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused,
     if (!p->domain_create || !p->domain_destroy || !p->domain_unpause
         || !p->domain_pause || !p->domain_shutdown || !p->domain_info
         || !p->domain_save || !p->domain_restore) {
+        return api_fail(ctx, ERR_NOT_IMPLEMENTED, ctx->msg->name);
+    }
+    if (op == OP_POOL_MIGRATE && (!p->migrate_send || !p->migrate_receive)) {
         return api_fail(ctx, ERR_NOT_IMPLEMENTED, ctx->msg->name);
     }
     rt = op_begin(ctx, ref, ops[op].name, ops[op].states);
@@ -1497,6 +1669,18 @@ do_op(struct api_ctx *ctx, enum lc_op op, const char *ref, bool paused,
         }
         break;
     }
+    case OP_POOL_MIGRATE:
+        api_task_set_progress(ctx, 0.1);
+        rc = migrate_domain(ctx, rt);
+        api_task_set_progress(ctx, 0.9);
+        txn = db_begin(x->db);
+        if (rt->has_domain) {
+            record_running(txn, x, rt, false, false);
+        } else {
+            record_stopped(txn, x, rt, "Halted");
+        }
+        op_end(rt, txn);
+        break;
     }
     free(path);
     return rc ? -1 : 0;
@@ -1657,6 +1841,20 @@ api_vm_resume_on(struct api_ctx *ctx, struct value **args, struct value **ret)
         return -1;
     }
     return run_op(ctx, OP_RESUME, args[1], args[3]->u.b, args[2]->u.str.s);
+}
+
+/* VM.pool_migrate: on this one-host pool the only destination is this
+ * host, so the VM moves into a new domain here (XenServer's localhost
+ * migration).  The options (live, force, copy, compress) change nothing:
+ * the stream is always the live one. */
+static int
+api_vm_pool_migrate(struct api_ctx *ctx, struct value **args,
+                    struct value **ret)
+{
+    if (check_host(ctx, args[2])) {
+        return -1;
+    }
+    return run_op(ctx, OP_POOL_MIGRATE, args[1], false, args[2]->u.str.s);
 }
 
 /* VM.set_is_a_template: the generic setter, plus what a template may do. */
@@ -2027,6 +2225,7 @@ const struct api_handler_entry lifecycle_handlers[] = {
     { "VM.hard_shutdown", api_vm_hard_shutdown },
     { "VM.set_is_a_template", api_vm_set_is_a_template },
     { "VM.pause", api_vm_pause },
+    { "VM.pool_migrate", api_vm_pool_migrate },
     { "VM.power_state_reset", api_vm_power_state_reset },
     { "VM.resume", api_vm_resume },
     { "VM.resume_on", api_vm_resume_on },

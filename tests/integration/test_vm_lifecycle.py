@@ -11,7 +11,9 @@ actions_after_crash says; allowed_operations and current_operations follow
 the state; guest metrics appear; a restart of the toolstack finds the
 simulator's domains gone and records the VMs as halted."""
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -401,6 +403,127 @@ try:
         assert c.VM.get_power_state(s, vm) == 'Halted'
         c.VM.destroy(s, vm)
         expect_error(lambda: c.VM.get_record(s, vm), 'HANDLE_INVALID')
+
+    def nbd_uri(vbd):
+        """The socket of a plugged VBD's block server (storage.c keeps it
+        in STATE_DIR/tapdisk/VBD-UUID.sock)."""
+        path = os.path.join(d.state_dir, 'tapdisk',
+                            c.VBD.get_uuid(s, vbd) + '.sock')
+        assert os.path.exists(path), 'no block server socket %s' % path
+        return 'nbd+unix:///?socket=' + path
+
+    def running_on(vm):
+        rec = c.VM.get_record(s, vm)
+        assert rec['power_state'] == 'Running', rec['power_state']
+        assert rec['current_operations'] == {}, rec['current_operations']
+        assert 'pool_migrate' in rec['allowed_operations']
+        assert rec['resident_on'] == host
+        if rec['metrics'] != 'OpaqueRef:NULL':
+            m = c.VM_metrics.get_record(s, rec['metrics'])
+            assert m['state'] == ['running'], m['state']
+        return int(rec['domid'])
+
+    @tap.test('test_pool_migrate_to_this_host_gives_a_new_running_domain')
+    def _():
+        vm = new_vm(s, 'mig-1')
+        c.VM.start(s, vm, False, False)
+        old = running_on(vm)
+        c.VM.pool_migrate(s, vm, host, {'live': 'true'})
+        new = running_on(vm)
+        assert new != old, (old, new)
+        uuid = c.VM.get_uuid(s, vm)
+        domids = [int(l.split()[0]) for l in control('list').splitlines()
+                  if uuid in l]
+        assert domids == [new], (old, new, domids)
+        # The new domain is the VM: it shuts down cleanly.
+        c.VM.clean_shutdown(s, vm)
+        assert c.VM.get_power_state(s, vm) == 'Halted'
+        c.VM.destroy(s, vm)
+
+    @tap.test('test_async_pool_migrate_moves_a_vm_with_a_disk_still_served')
+    def _():
+        vm = new_vm(s, 'mig-disk')
+        c.VM.remove_from_other_config(s, vm, 'disks')
+        c.VM.add_to_other_config(
+            s, vm, 'disks', '<provision><disk device="0" size="%d" sr="" '
+            'bootable="true" type="system"/></provision>' % (16 << 20))
+        c.VM.provision(s, vm)
+        vbd = [b for b in c.VM.get_VBDs(s, vm)
+               if c.VBD.get_type(s, b) == 'Disk'][0]
+        c.VM.start(s, vm, False, False)
+        old = running_on(vm)
+        uri = nbd_uri(vbd)
+        have_qemu_io = shutil.which('qemu-io') is not None
+        if have_qemu_io:
+            r = subprocess.run(['qemu-io', '-f', 'raw', '-c',
+                                'write -P 0x5a 4096 65536', uri],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+        t = c.Async.VM.pool_migrate(s, vm, host, {'live': 'true'})
+        wait_for(lambda: c.task.get_status(s, t) != 'pending')
+        rec = c.task.get_record(s, t)
+        assert rec['status'] == 'success', rec
+        assert float(rec['progress']) == 1.0, rec['progress']
+        new = running_on(vm)
+        assert new != old, (old, new)
+        assert c.VBD.get_currently_attached(s, vbd) is True
+        # The same block server, never detached, serves the same data.
+        assert nbd_uri(vbd) == uri
+        if have_qemu_io:
+            r = subprocess.run(['qemu-io', '-f', 'raw', '-c',
+                                'read -P 0x5a 4096 65536', uri],
+                               capture_output=True, text=True)
+            assert r.returncode == 0 and 'Pattern verification failed' \
+                not in r.stdout, (r.stdout, r.stderr)
+        c.VM.hard_shutdown(s, vm)
+        assert c.VBD.get_currently_attached(s, vbd) is False
+        c.VM.destroy(s, vm)
+
+    @tap.test('test_pool_migrate_refuses_halted_vms_templates_and_busy_vms')
+    def _():
+        vm = new_vm(s, 'mig-err')
+        expect_error(lambda: c.VM.pool_migrate(s, vm, host, {}),
+                     'VM_BAD_POWER_STATE', [vm, 'running', 'halted'])
+        t = c.VM.get_by_name_label(s, 'Debian Bookworm 12')[0]
+        expect_error(lambda: c.VM.pool_migrate(s, t, host, {}),
+                     'VM_IS_TEMPLATE', [t])
+        expect_error(lambda: c.VM.pool_migrate(s, vm, 'OpaqueRef:nohost', {}),
+                     'HANDLE_INVALID')
+        c.VM.start(s, vm, False, False)
+        uuid = c.VM.get_uuid(s, vm)
+        assert control('set %s shutdown_ms 1500' % uuid).startswith('OK')
+        task = c.Async.VM.clean_shutdown(s, vm)
+        wait_for(lambda: c.VM.get_current_operations(s, vm))
+        e = expect_error(lambda: c.VM.pool_migrate(s, vm, host, {}),
+                         'OTHER_OPERATION_IN_PROGRESS')
+        assert e[1:3] == ['VM', vm], e
+        wait_for(lambda: c.task.get_status(s, task) != 'pending')
+        assert c.VM.get_power_state(s, vm) == 'Halted'
+        c.VM.destroy(s, vm)
+
+    @tap.test('test_pool_migrate_that_cannot_fit_leaves_the_vm_running')
+    def _():
+        # Both copies live on this host during the migration: a VM using
+        # more than half the free memory cannot be migrated here.
+        rec = c.VM.get_record(s, new_vm(s, 'mig-big-tpl'))
+        size = str(4 * 2 ** 30)
+        for k in ('memory_static_max', 'memory_dynamic_max',
+                  'memory_dynamic_min'):
+            rec[k] = size
+        for k in ('uuid', 'allowed_operations', 'current_operations',
+                  'power_state', 'resident_on', 'domid', 'metrics',
+                  'guest_metrics', 'VBDs', 'VIFs', 'consoles'):
+            rec.pop(k, None)
+        rec['name_label'] = 'mig-big'
+        vm = c.VM.create(s, rec)
+        c.VM.start(s, vm, False, False)
+        old = running_on(vm)
+        e = expect_error(lambda: c.VM.pool_migrate(s, vm, host, {}),
+                         'VM_MIGRATE_FAILED')
+        assert e[1] == vm, e
+        assert running_on(vm) == old
+        c.VM.clean_shutdown(s, vm)
+        c.VM.destroy(s, vm)
 
     @tap.test('test_after_a_restart_vms_without_domains_are_halted')
     def _():
