@@ -639,8 +639,9 @@ api_host_shutdown(struct api_ctx *ctx, struct value **args,
  * guest that cannot be moved, as host.get_vms_which_prevent_evacuation
  * answers.  With no other enabled host, every resident guest gets
  * NO_HOSTS_AVAILABLE [vm] (xapi adds the VM although the error is
- * declared without parameters).  Moving guests to another host would need
- * VM.pool_migrate, which this toolstack does not have: NOT_IMPLEMENTED. */
+ * declared without parameters).  VM.pool_migrate moves guests only within
+ * this host (a pool of one), so guests that would need another host get
+ * NOT_IMPLEMENTED until pools have members. */
 static int
 evacuation_failures(struct api_ctx *ctx, const char *ref,
                     struct value **ret_plan)
