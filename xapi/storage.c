@@ -405,21 +405,17 @@ gc_kick(void)
 
 /* ---- refusals and allowed operations ---- */
 
-/* The first reason an operation may not run: [CODE, params...]. */
-struct refusal {
-    int err;
-    size_t n;
-    char params[4][160];
-};
+/* struct refusal and its helpers are declared in storage.h so that
+ * vm-ops.c keeps its check tables the same way. */
 
-static void
+void
 refusal_init(struct refusal *r)
 {
     r->err = -1;
     r->n = 0;
 }
 
-static void
+void
 refuse(struct refusal *r, int err, size_t n, ...)
 {
     va_list ap;
@@ -437,7 +433,7 @@ refuse(struct refusal *r, int err, size_t n, ...)
     va_end(ap);
 }
 
-static int
+int
 fail_refusal(struct api_ctx *ctx, const struct refusal *r)
 {
     const char *p[ARRAY_SIZE(r->params)];

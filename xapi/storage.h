@@ -17,6 +17,7 @@
 #define STORAGE_H 1
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "api.h"
@@ -115,6 +116,23 @@ char *storage_vbd_target(struct xapi *x, const char *vbd_ref);
 /* Runs the garbage collector of one SR now until it has nothing left to
  * do (tests; SR.scan also kicks it). */
 int storage_gc_run(struct xapi *x, const char *sr_ref, char **ret_err);
+
+/* The first reason an operation is not allowed, as XenAPI's check tables
+ * keep it: [CODE, params...].  err is -1 while nothing forbids it.  The
+ * storage and VM checks (storage.c, vm-ops.c) share it so that a refusal
+ * reads the same whichever object it is about. */
+struct refusal {
+    int err;
+    size_t n;
+    char params[4][192];
+};
+
+void refusal_init(struct refusal *r);
+/* Records a reason (n string parameters) unless an earlier check already
+ * gave one. */
+void refuse(struct refusal *r, int err, size_t n, ...);
+/* Answers the call with the recorded reason. */
+int fail_refusal(struct api_ctx *ctx, const struct refusal *r);
 
 /* Hand-written messages (storage.c). */
 extern const struct api_handler_entry storage_handlers[];

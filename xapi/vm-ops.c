@@ -29,54 +29,6 @@
 #define VBD_SLOTS 16
 #define VIF_SLOTS 7
 
-
-/* ---- refusals ---- */
-
-/* The first reason an operation is not allowed, as XenAPI's check tables
- * keep it: [CODE, params...].  err is -1 while nothing forbids it. */
-struct refusal {
-    int err;
-    size_t n;
-    char params[4][192];
-};
-
-static void
-refusal_init(struct refusal *r)
-{
-    r->err = -1;
-    r->n = 0;
-}
-
-/* Records a reason unless an earlier check already gave one. */
-static void
-refuse(struct refusal *r, int err, size_t n, ...)
-{
-    va_list ap;
-
-    if (r->err >= 0) {
-        return;
-    }
-    r->err = err;
-    r->n = MIN(n, ARRAY_SIZE(r->params));
-    va_start(ap, n);
-    for (size_t i = 0; i < r->n; i++) {
-        snprintf(r->params[i], sizeof r->params[i], "%s",
-                 va_arg(ap, const char *));
-    }
-    va_end(ap);
-}
-
-static int
-fail_refusal(struct api_ctx *ctx, const struct refusal *r)
-{
-    const char *p[ARRAY_SIZE(r->params)];
-
-    for (size_t i = 0; i < r->n; i++) {
-        p[i] = r->params[i];
-    }
-    return api_failv(ctx, r->err, p, r->n);
-}
-
 static bool
 str_in(const char *s, const char *const *list)
 {
