@@ -1173,6 +1173,27 @@ vhd_format_raw(const struct value *sm_config)
     return (t && !strcmp(t, "raw")) || (v && !strcmp(v, "raw"));
 }
 
+/* Removes the image of a VDI whose creation failed after the driver made
+ * it, so that a failed create, snapshot or clone leaves nothing behind.
+ * The image is found by info->location where the driver gave one, else
+ * by uuid.  Failure is only logged: the caller is already failing. */
+static void
+vdi_remove_half_made(struct sr_att *a, const struct sm_vdi_info *info,
+                     const char *uuid)
+{
+    char *err = NULL;
+
+    if (!a->drv->vdi_destroy) {
+        return;
+    }
+    if (a->drv->vdi_destroy(a->sm, info->location ? info->location : uuid,
+                            &err)) {
+        LOG_WARN("SR %s: cannot remove the half-made VDI %s: %s", a->uuid,
+                 uuid, err ? err : "?");
+    }
+    free(err);
+}
+
 int
 storage_vdi_create(struct api_ctx *ctx, const struct storage_vdi_spec *spec,
                    char *ret_ref)
@@ -1249,14 +1270,8 @@ storage_vdi_create(struct api_ctx *ctx, const struct storage_vdi_spec *spec,
     memcpy(ret_ref, ref, 48);
     rc = 0;
 out:
-    if (made && a->drv->vdi_destroy) {
-        char *e2 = NULL;
-        if (a->drv->vdi_destroy(a->sm, info.location ? info.location : uuid,
-                                &e2)) {
-            LOG_WARN("SR %s: cannot remove the half-made VDI %s: %s", a->uuid,
-                     uuid, e2 ? e2 : "?");
-        }
-        free(e2);
+    if (made) {
+        vdi_remove_half_made(a, &info, uuid);
     }
     if (locked) {
         pthread_mutex_unlock(&a->lock);
@@ -1528,14 +1543,8 @@ vdi_snap_or_clone(struct api_ctx *ctx, const char *ref, bool snapshot,
     memcpy(ret_ref, new_ref, 48);
     rc = 0;
 out:
-    if (made && a->drv->vdi_destroy) {
-        char *e2 = NULL;
-        if (a->drv->vdi_destroy(a->sm, info.location ? info.location : new_uuid,
-                                &e2)) {
-            LOG_WARN("SR %s: cannot remove the half-made VDI %s: %s", a->uuid,
-                     new_uuid, e2 ? e2 : "?");
-        }
-        free(e2);
+    if (made) {
+        vdi_remove_half_made(a, &info, new_uuid);
     }
     if (locked) {
         pthread_mutex_unlock(&a->lock);
