@@ -10,7 +10,7 @@ pkgs="build-essential autoconf automake pkg-config python3 libssl-dev
 libsqlite3-dev zlib1g-dev libcrypt-dev libpam0g-dev libxen-dev openssl ca-certificates
 e2fsprogs util-linux nfs-common cifs-utils lvm2"
 case "$what" in
-test) pkgs="$pkgs clang libclang-rt-14-dev libxmlrpc-core-c3-dev libcurl4-openssl-dev curl libnbd-bin qemu-utils" ;;
+test) pkgs="$pkgs clang libclang-rt-14-dev libxmlrpc-core-c3-dev libcurl4-openssl-dev curl libnbd-bin qemu-utils qemu-system-x86 cpio" ;;
 bench) pkgs="$pkgs clang libxmlrpc-core-c3-dev libcurl4-openssl-dev curl wrk nginx-light libnbd-bin qemu-utils fio" ;;
 esac
 missing=
