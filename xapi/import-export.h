@@ -117,6 +117,14 @@ int ie_writer_finish(struct ie_writer *w, struct api_ctx *ctx);
 int ie_body_error(struct ie_call *c, int rc);
 /* Runs fn(aux) on a new detached thread; returns 0 or -errno. */
 int ie_spawn(void *(*fn)(void *), void *aux);
+/* What the take-over callback of an upload does: with no stream (the
+ * client went away first) it fails the call IMPORT_ERROR_PREMATURE_EOF;
+ * otherwise it keeps the stream in *ret_slot and runs fn(job) on its own
+ * thread.  Returns 0 when the thread owns the job, or -1 after failing
+ * the call, when the caller frees the job. */
+int ie_start_upload(struct ie_call *c, struct http_stream *s,
+                    struct http_stream **ret_slot, void *(*fn)(void *),
+                    void *job);
 
 /* GET /export and PUT /import (xva.c). */
 void xva_http_handler(struct http_exchange *hx, struct xapi *x);

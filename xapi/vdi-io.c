@@ -422,6 +422,21 @@ ie_spawn(void *(*fn)(void *), void *aux)
     return -r;
 }
 
+int
+ie_start_upload(struct ie_call *c, struct http_stream *s,
+                struct http_stream **ret_slot, void *(*fn)(void *),
+                void *job)
+{
+    if (!s) {
+        return api_fail(&c->ctx, ERR_IMPORT_ERROR_PREMATURE_EOF);
+    }
+    *ret_slot = s;
+    if (ie_spawn(fn, job)) {
+        return api_fail_internal(&c->ctx, "cannot start a thread");
+    }
+    return 0;
+}
+
 /* ---- the VDI named by a request ---- */
 
 /* Finds the VDI given as ref or uuid (XenAPI accepts both).  Returns 0
@@ -1670,14 +1685,7 @@ import_taken(struct http_stream *s, void *j_)
 {
     struct import_job *j = j_;
 
-    if (!s) {
-        api_fail(&j->call.ctx, ERR_IMPORT_ERROR_PREMATURE_EOF);
-        import_job_free(j);
-        return;
-    }
-    j->s = s;
-    if (ie_spawn(import_thread, j)) {
-        api_fail_internal(&j->call.ctx, "cannot start a thread");
+    if (ie_start_upload(&j->call, s, &j->s, import_thread, j)) {
         import_job_free(j);
     }
 }

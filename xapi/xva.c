@@ -1893,14 +1893,7 @@ import_taken(struct http_stream *s, void *j_)
 {
     struct import_job *j = j_;
 
-    if (!s) {
-        api_fail(&j->call.ctx, ERR_IMPORT_ERROR_PREMATURE_EOF);
-        import_job_free(j);
-        return;
-    }
-    j->s = s;
-    if (ie_spawn(import_thread, j)) {
-        api_fail_internal(&j->call.ctx, "cannot start a thread");
+    if (ie_start_upload(&j->call, s, &j->s, import_thread, j)) {
         import_job_free(j);
     }
 }

@@ -157,16 +157,16 @@ def qemu_read(vdi):
     views = [qemu_layer(l['path']) for l in layers]
     bsize = layers[0]['bsize']
     for b in range((size + bsize - 1) // bsize):
-        todo = set(range(min(bsize, size - b * bsize) // 512))
+        pending = set(range(min(bsize, size - b * bsize) // 512))
         for layer, view in zip(layers, views):
             bm = layer['bitmaps'].get(b)
-            if bm is None or not todo:
+            if bm is None or not pending:
                 continue
-            done = [i for i in todo if bm[i >> 3] & (0x80 >> (i & 7))]
+            done = [i for i in pending if bm[i >> 3] & (0x80 >> (i & 7))]
             for i in done:
                 o = b * bsize + i * 512
                 out[o:o + 512] = view[o:o + 512]
-            todo.difference_update(done)
+            pending.difference_update(done)
     return bytes(out)
 
 
