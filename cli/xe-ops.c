@@ -423,20 +423,28 @@ set_description(struct xe_cmd_ctx *ctx, const char *ref)
                         value_string(d), NULL) : 0;
 }
 
+/* VM.clone and VM.checkpoint: a new VM named new-name-label, its uuid
+ * printed, its description set when new-name-description is given. */
 static int
-do_clone(struct xe_cmd_ctx *ctx, const char *ref)
+new_named_vm(struct xe_cmd_ctx *ctx, const char *ref, const char *method)
 {
     const char *name = xe_arg_get(ctx->args, "new-name-label");
     char *new_ref = NULL;
     int rc;
 
-    rc = call_print_uuid(ctx->conn, "VM.clone", "VM",
+    rc = call_print_uuid(ctx->conn, method, "VM",
                          params_of(2, str(ref), str(name)), &new_ref);
     if (rc == 0) {
         rc = set_description(ctx, new_ref);
     }
     free(new_ref);
     return rc;
+}
+
+static int
+do_clone(struct xe_cmd_ctx *ctx, const char *ref)
+{
+    return new_named_vm(ctx, ref, "VM.clone");
 }
 
 int xe_op_vm_clone(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_clone); }
@@ -512,17 +520,7 @@ int xe_op_vm_snapshot(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_snaps
 static int
 do_checkpoint(struct xe_cmd_ctx *ctx, const char *ref)
 {
-    const char *name = xe_arg_get(ctx->args, "new-name-label");
-    char *new_ref = NULL;
-    int rc;
-
-    rc = call_print_uuid(ctx->conn, "VM.checkpoint", "VM",
-                         params_of(2, str(ref), str(name)), &new_ref);
-    if (rc == 0) {
-        rc = set_description(ctx, new_ref);
-    }
-    free(new_ref);
-    return rc;
+    return new_named_vm(ctx, ref, "VM.checkpoint");
 }
 
 int xe_op_vm_checkpoint(struct xe_cmd_ctx *ctx) { return for_each_vm(ctx, do_checkpoint); }
